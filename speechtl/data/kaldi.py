@@ -1,0 +1,121 @@
+"""Import and export Kaldi data dirs (``wav.scp``, ``text``, ``utt2spk``, ``spk2utt``, ``segments``).
+
+Kaldi has no accent file; we read and write ``utt2accent`` (and ``utt2lang``) beside the standard
+ones, in the same two-column format, so a round trip keeps every manifest field.
+"""
+
+from __future__ import annotations
+
+import os
+from collections import defaultdict
+from pathlib import Path
+
+import soundfile as sf
+
+from speechtl.data.manifest import ManifestError, Utterance
+from speechtl.io import atomic_write
+
+
+def _read_table(path: Path, required: bool = True) -> dict[str, tuple[str, int]]:
+    """Read ``key value...`` lines into {key: (rest, line number)}, naming file and line on error."""
+    if not path.is_file():
+        if required:
+            raise ManifestError(f"{path}: required Kaldi file is missing")
+        return {}
+    table: dict[str, tuple[str, int]] = {}
+    for lineno, raw in enumerate(path.read_bytes().splitlines(), start=1):
+        try:
+            line = raw.decode("utf-8").strip()
+        except UnicodeDecodeError as e:
+            raise ManifestError(f"{path}:{lineno}: not valid UTF-8 ({e.reason})") from e
+        if not line:
+            continue
+        key, _, rest = line.partition(" ")
+        if key in table:
+            raise ManifestError(f"{path}:{lineno}: duplicate key '{key}'")
+        table[key] = (rest.strip(), lineno)
+    return table
+
+
+def read_kaldi_dir(data_dir: str | os.PathLike, accent: str | None = None, lang: str = "en") -> list[Utterance]:
+    """Turn a Kaldi data dir into utterances; piped ``wav.scp`` commands are refused (we never run them)."""
+    d = Path(data_dir)
+    wav = _read_table(d / "wav.scp")
+    text = _read_table(d / "text")
+    utt2spk = _read_table(d / "utt2spk")
+    segments = _read_table(d / "segments", required=False)
+    utt2dur = _read_table(d / "utt2dur", required=False)
+    utt2accent = _read_table(d / "utt2accent", required=False)
+    utt2lang = _read_table(d / "utt2lang", required=False)
+    if not utt2accent and accent is None:
+        raise ManifestError(f"{d}: no utt2accent file; pass an accent label for the whole dir (--accent)")
+    utts = []
+    for uid, (txt, lineno) in text.items():
+        where = f"{d / 'text'}:{lineno}"
+        if uid not in utt2spk:
+            raise ManifestError(f"{where}: utterance '{uid}' has no line in utt2spk")
+        if not txt:
+            raise ManifestError(f"{where}: utterance '{uid}' has an empty transcript")
+        rec, offset, duration = uid, 0.0, None
+        if segments:
+            if uid not in segments:
+                raise ManifestError(f"{where}: utterance '{uid}' has no line in segments")
+            seg, seg_line = segments[uid]
+            parts = seg.split()
+            if len(parts) != 3:
+                raise ManifestError(f"{d / 'segments'}:{seg_line}: expected 'utt rec start end'")
+            rec, start, end = parts[0], float(parts[1]), float(parts[2])
+            offset, duration = start, end - start
+        if rec not in wav:
+            raise ManifestError(f"{where}: recording '{rec}' has no line in wav.scp")
+        path, wav_line = wav[rec]
+        if path.endswith("|"):
+            raise ManifestError(f"{d / 'wav.scp'}:{wav_line}: piped commands are not supported; "
+                                "convert the audio to files first")
+        audio = Path(path) if Path(path).is_absolute() else (d / path)
+        if duration is None:
+            if uid in utt2dur:
+                duration = float(utt2dur[uid][0])
+            else:
+                try:
+                    duration = sf.info(str(audio)).duration
+                except (RuntimeError, OSError) as e:
+                    raise ManifestError(f"{d / 'wav.scp'}:{wav_line}: can't read audio {audio}: {e}") from e
+        utts.append(Utterance(
+            id=uid, audio=str(audio), duration=float(duration), text=txt, speaker=utt2spk[uid][0],
+            accent=utt2accent[uid][0] if uid in utt2accent else accent,  # type: ignore[arg-type]
+            offset=offset, lang=utt2lang[uid][0] if uid in utt2lang else lang))
+    return utts
+
+
+def write_kaldi_dir(utts: list[Utterance], data_dir: str | os.PathLike) -> None:
+    """Write a sorted Kaldi data dir; utterances with an offset get a ``segments`` file."""
+    d = Path(data_dir)
+    utts = sorted(utts, key=lambda u: u.id)
+    use_segments = any(u.offset for u in utts)
+    recs: dict[str, str] = {}
+    spk2utt: dict[str, list[str]] = defaultdict(list)
+    for u in utts:
+        rec = Path(u.audio).stem if use_segments else u.id
+        if recs.get(rec, u.audio) != u.audio:
+            rec = f"{rec}-{len(recs)}"
+        recs[rec] = u.audio
+        spk2utt[u.speaker].append(u.id)
+    files = {
+        "text": [f"{u.id} {u.text}" for u in utts],
+        "utt2spk": [f"{u.id} {u.speaker}" for u in utts],
+        "utt2dur": [f"{u.id} {u.duration:.3f}" for u in utts],
+        "utt2accent": [f"{u.id} {u.accent}" for u in utts],
+        "utt2lang": [f"{u.id} {u.lang}" for u in utts],
+        "spk2utt": [f"{s} {' '.join(ids)}" for s, ids in sorted(spk2utt.items())],
+    }
+    if use_segments:
+        rec_of = {a: r for r, a in recs.items()}
+        files["wav.scp"] = [f"{r} {a}" for r, a in sorted(recs.items())]
+        files["segments"] = [f"{u.id} {rec_of[u.audio]} {u.offset:.3f} {u.offset + u.duration:.3f}" for u in utts]
+    else:
+        files["wav.scp"] = [f"{u.id} {u.audio}" for u in utts]
+    d.mkdir(parents=True, exist_ok=True)
+    for name, lines in files.items():
+        with atomic_write(d / name) as f:
+            f.write("\n".join(lines) + "\n")

@@ -1,0 +1,32 @@
+"""Text normalisation for scoring.
+
+WER is only comparable when reference and hypothesis go through the same normaliser, so every
+scoring path calls :func:`normalizer_for` and keeps the raw text beside the normalised one.
+English uses OpenAI's Whisper English normaliser (package whisper-normalizer, which ships its
+spelling table, so it works offline); other languages use Whisper's basic normaliser.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from functools import lru_cache
+
+Normalizer = Callable[[str], str]
+
+
+@lru_cache(maxsize=None)
+def normalizer_for(lang: str = "en", kind: str = "whisper") -> Normalizer:
+    """Return the scoring normaliser for ``lang``; ``kind="none"`` only folds case and whitespace."""
+    if kind == "none":
+        return lambda s: " ".join(s.lower().split())
+    if kind != "whisper":
+        raise ValueError(f"unknown normaliser '{kind}': use 'whisper' or 'none'")
+    if lang.split("-")[0].lower() == "en":
+        from whisper_normalizer.english import EnglishTextNormalizer
+
+        norm = EnglishTextNormalizer()
+    else:
+        from whisper_normalizer.basic import BasicTextNormalizer
+
+        norm = BasicTextNormalizer()
+    return lambda s: " ".join(norm(s).split())

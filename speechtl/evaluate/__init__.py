@@ -1,0 +1,1 @@
+"""Evaluate room: batched decoding of a manifest, WER/CER, alignments."""
