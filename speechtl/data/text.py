@@ -9,12 +9,12 @@ spelling table, so it works offline); other languages use Whisper's basic normal
 from __future__ import annotations
 
 from collections.abc import Callable
-from functools import lru_cache
+from functools import cache
 
 Normalizer = Callable[[str], str]
 
 
-@lru_cache(maxsize=None)
+@cache
 def normalizer_for(lang: str = "en", kind: str = "whisper") -> Normalizer:
     """Return the scoring normaliser for ``lang``; ``kind="none"`` only folds case and whitespace."""
     if kind == "none":

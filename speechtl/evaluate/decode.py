@@ -12,7 +12,7 @@ import hashlib
 import json
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -20,7 +20,7 @@ from tqdm.auto import tqdm
 
 from speechtl.data.manifest import Utterance
 from speechtl.data.text import normalizer_for
-from speechtl.evaluate.metrics import alignment, score_rows, word_counts
+from speechtl.evaluate.metrics import Scores, alignment, score_rows, word_counts
 from speechtl.features.audio import load_audio
 from speechtl.features.batching import sorted_batches
 from speechtl.io import atomic_write, write_json, write_jsonl
@@ -80,19 +80,48 @@ def transcribe_utterances(model: SpeechModel, utts: Sequence[Utterance], opts: D
     return done
 
 
-def run_key(model: SpeechModel, manifest: Path, opts: DecodeOptions) -> str:
+def score_hypotheses(utts: Sequence[Utterance], hyps: dict[str, str], normalizer: str = "whisper"
+                     ) -> tuple[list[dict], Scores]:
+    """Per-utterance rows (raw and normalised text, counts) and their scores."""
+    rows = []
+    for u in utts:
+        norm = normalizer_for(u.lang, normalizer)
+        ref_n, hyp_n = norm(u.text), norm(hyps[u.id])
+        c = word_counts(ref_n, hyp_n)
+        rows.append({"id": u.id, "speaker": u.speaker, "accent": u.accent, "lang": u.lang, "duration": u.duration,
+                     "ref": u.text, "hyp": hyps[u.id], "ref_norm": ref_n, "hyp_norm": hyp_n,
+                     "sub": c.sub, "del": c.dele, "ins": c.ins, "ref_words": c.ref})
+    return rows, score_rows(rows)
+
+
+def model_fingerprint(source: str) -> str:
+    """What identifies a model source without loading it: a hub id, or a local dir's weight files' stamps."""
+    path = Path(source)
+    if not path.exists():
+        return source
+    stamps = sorted((str(f.relative_to(path)), f.stat().st_size, f.stat().st_mtime_ns)
+                    for f in path.rglob("*") if f.is_file() and f.suffix in {".safetensors", ".bin", ".json"}
+                    and "checkpoint" not in f.parts)
+    return json.dumps([str(path.resolve()), stamps])
+
+
+def run_key(model_source: str, manifest: Path, opts: DecodeOptions, utts: Sequence[Utterance]) -> str:
     """Identifies what a decode depends on, so a resumed or skipped run is the same run."""
-    blob = json.dumps({"model": model.source, "manifest": str(manifest.resolve()),
-                       "manifest_sha": hashlib.sha256(manifest.read_bytes()).hexdigest(), **asdict(opts)},
+    blob = json.dumps({"model": model_fingerprint(model_source), "manifest": str(manifest.resolve()),
+                       "manifest_sha": hashlib.sha256(manifest.read_bytes()).hexdigest(),
+                       "ids": hashlib.sha256("\n".join(u.id for u in utts).encode()).hexdigest(), **asdict(opts)},
                       sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
-def evaluate_manifest(model: SpeechModel, utts: Sequence[Utterance], manifest: Path, out_dir: Path,
-                      opts: DecodeOptions, force: bool = False) -> dict:
-    """Decode, score and write every artefact into ``out_dir``; skip if already done for the same key."""
+def evaluate_manifest(model_source: str, load: Callable[[], SpeechModel], utts: Sequence[Utterance],
+                      manifest: Path, out_dir: Path, opts: DecodeOptions, force: bool = False) -> dict:
+    """Decode, score and write every artefact into ``out_dir``; skip if already done for the same key.
+
+    ``load`` is only called when there is decoding to do, so a finished stage re-runs in a blink.
+    """
     out_dir.mkdir(parents=True, exist_ok=True)
-    key = run_key(model, manifest, opts)
+    key = run_key(model_source, manifest, opts, utts)
     scores_file = out_dir / "scores.json"
     if scores_file.is_file() and not force:
         prev = json.loads(scores_file.read_text())
@@ -104,18 +133,11 @@ def evaluate_manifest(model: SpeechModel, utts: Sequence[Utterance], manifest: P
     if partial.exists() and (not key_file.is_file() or key_file.read_text() != key):
         partial.unlink()
     key_file.write_text(key)
+    model = load()
     t0 = time.perf_counter()
     hyps = transcribe_utterances(model, utts, opts, partial, desc=out_dir.name)
     elapsed = time.perf_counter() - t0
-    rows = []
-    for u in utts:
-        norm = normalizer_for(u.lang, opts.normalizer)
-        ref_n, hyp_n = norm(u.text), norm(hyps[u.id])
-        c = word_counts(ref_n, hyp_n)
-        rows.append({"id": u.id, "speaker": u.speaker, "accent": u.accent, "lang": u.lang, "duration": u.duration,
-                     "ref": u.text, "hyp": hyps[u.id], "ref_norm": ref_n, "hyp_norm": hyp_n,
-                     "sub": c.sub, "del": c.dele, "ins": c.ins, "ref_words": c.ref})
-    scores = score_rows(rows)
+    rows, scores = score_hypotheses(utts, hyps, opts.normalizer)
     result = {"run_key": key, "model": model.source, "manifest": str(manifest), "utterances": len(rows),
               "audio_seconds": round(sum(u.duration for u in utts), 2), "decode_seconds": round(elapsed, 2),
               "options": asdict(opts), **scores.to_dict()}
@@ -138,9 +160,10 @@ def write_per_utt(rows: Sequence[dict], path: Path) -> None:
     with atomic_write(path) as f:
         for r in rows:
             al = alignment(r["ref_norm"], r["hyp_norm"])
-            width = [max(len(a or "***"), len(b or "***")) for _, a, b in al]
-            f.write(f"{r['id']} ref  " + " ".join((a or "***").ljust(n) for (_, a, _), n in zip(al, width)) + "\n")
-            f.write(f"{r['id']} hyp  " + " ".join((b or "***").ljust(n) for (_, _, b), n in zip(al, width)) + "\n")
-            f.write(f"{r['id']} op   " + " ".join(op.ljust(n) for (op, _, _), n in zip(al, width)) + "\n")
+            cells = [(op, a or "***", b or "***") for op, a, b in al]
+            width = [max(len(a), len(b)) for _, a, b in cells]
+            for label, col in (("ref  ", 1), ("hyp  ", 2), ("op   ", 0)):
+                f.write(f"{r['id']} {label}" + " ".join(c[col].ljust(n) for c, n in zip(cells, width, strict=True))
+                        + "\n")
             ops = [op for op, _, _ in al]
             f.write(f"{r['id']} #csid {ops.count('C')} {ops.count('S')} {ops.count('I')} {ops.count('D')}\n")

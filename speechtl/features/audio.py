@@ -34,7 +34,7 @@ def load_audio(path: str | os.PathLike, sampling_rate: int, offset: float = 0.0,
         raise AudioError(f"{prefix}can't decode audio file {path}: {e}") from e
     if data.size == 0:
         raise AudioError(f"{prefix}audio file {path} is empty (no samples"
-                         f"{' after offset %.2fs' % offset if offset else ''})")
+                         f"{f' after offset {offset:.2f}s' if offset else ''})")
     if not np.isfinite(data).all():
         raise AudioError(f"{prefix}audio file {path} contains NaN or infinite samples")
     mono = data.mean(axis=1) if data.shape[1] > 1 else data[:, 0]

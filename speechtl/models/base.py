@@ -36,8 +36,12 @@ class SpeechModel(abc.ABC):
         """Model inputs (and labels when ``texts`` is given) for a batch of 1-D float waveforms."""
 
     @abc.abstractmethod
-    def loss(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        """Mean training loss of a collated batch."""
+    def loss(self, batch: dict[str, torch.Tensor], module: nn.Module | None = None) -> torch.Tensor:
+        """Mean training loss of a collated batch.
+
+        ``module`` is the training wrapper of :attr:`module` (DDP, compiled…) to run the forward
+        through; the loss itself is always computed the family's way, here.
+        """
 
     @abc.abstractmethod
     def transcribe(self, batch: dict[str, torch.Tensor], **options: Any) -> list[str]:
@@ -46,6 +50,10 @@ class SpeechModel(abc.ABC):
     @abc.abstractmethod
     def parts(self) -> dict[str, list[nn.Parameter]]:
         """Named groups of parameters that a config may freeze (``encoder``, ``decoder``, …)."""
+
+    @abc.abstractmethod
+    def enable_gradient_checkpointing(self) -> None:
+        """Trade compute for memory in training."""
 
     @abc.abstractmethod
     def save(self, out_dir: str | os.PathLike) -> None:

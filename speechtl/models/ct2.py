@@ -172,9 +172,10 @@ def file_sha256(path: str | os.PathLike, chunk: int = 1 << 22) -> str:
 def convert_ct2_whisper(ct2_dir: str | os.PathLike, out_dir: str | os.PathLike) -> Path:
     """Write a transformers Whisper checkpoint (model, tokenizer, feature extractor, generation config)."""
     import torch
-    from transformers import WhisperConfig, WhisperFeatureExtractor, WhisperForConditionalGeneration
+    from transformers import WhisperFeatureExtractor, WhisperForConditionalGeneration
 
     from speechtl.io import atomic_dir, write_json
+    from speechtl.models.whisper import configure_generation, whisper_config, whisper_tokenizer
 
     ct2_dir, out_dir = Path(ct2_dir), Path(out_dir)
     spec, variables = read_model_bin(ct2_dir / "model.bin")
@@ -185,16 +186,8 @@ def convert_ct2_whisper(ct2_dir: str | os.PathLike, out_dir: str | os.PathLike) 
                              "--copy_files tokenizer.json preprocessor_config.json")
     ct2_config = json.loads((ct2_dir / "config.json").read_text()) if (ct2_dir / "config.json").is_file() else {}
     sd, sizes = whisper_state_dict(variables)
-    tokenizer = _whisper_tokenizer(ct2_dir / "tokenizer.json")
-    special = {t: tokenizer.convert_tokens_to_ids(t) for t in
-               ("<|endoftext|>", "<|startoftranscript|>", "<|notimestamps|>", "<|startofprev|>",
-                "<|transcribe|>", "<|translate|>")}
-    multilingual = sizes["vocab_size"] >= 51865
-    config = WhisperConfig(
-        **sizes, pad_token_id=special["<|endoftext|>"], bos_token_id=special["<|endoftext|>"],
-        eos_token_id=special["<|endoftext|>"], decoder_start_token_id=special["<|startoftranscript|>"],
-        tie_word_embeddings=True,
-    )
+    tokenizer = whisper_tokenizer(ct2_dir / "tokenizer.json")
+    config = whisper_config(tokenizer, **sizes)
     with torch.device("meta"):
         model = WhisperForConditionalGeneration(config)
     state = {k: torch.from_numpy(np.ascontiguousarray(a)) for k, a in sd.items()}
@@ -203,24 +196,11 @@ def convert_ct2_whisper(ct2_dir: str | os.PathLike, out_dir: str | os.PathLike) 
     if unexpected or [m for m in missing if m != "proj_out.weight"]:
         raise CT2FormatError(f"{ct2_dir}: weights don't match Whisper: missing {missing}, unexpected {unexpected}")
     model.tie_weights()
-    gen = model.generation_config
-    gen._from_model_config = False  # else transformers rebuilds it from config.json and drops these
-    gen.decoder_start_token_id = special["<|startoftranscript|>"]
-    gen.eos_token_id = gen.pad_token_id = special["<|endoftext|>"]
-    gen.bos_token_id = special["<|endoftext|>"]
-    gen.no_timestamps_token_id = special["<|notimestamps|>"]
-    gen.prev_sot_token_id = special["<|startofprev|>"]
-    gen.suppress_tokens = list(ct2_config.get("suppress_ids", []))
-    gen.begin_suppress_tokens = list(ct2_config.get("suppress_ids_begin", [220, special["<|endoftext|>"]]))
-    gen.max_length = sizes["max_target_positions"]
-    gen.is_multilingual = multilingual
-    gen.return_timestamps = False
-    gen.max_initial_timestamp_index = 50
-    if ct2_config.get("alignment_heads"):
-        gen.alignment_heads = ct2_config["alignment_heads"]
-    if multilingual:
-        gen.lang_to_id = {tokenizer.convert_ids_to_tokens(i): i for i in ct2_config.get("lang_ids", [])}
-        gen.task_to_id = {"transcribe": special["<|transcribe|>"], "translate": special["<|translate|>"]}
+    configure_generation(model, tokenizer, suppress_tokens=ct2_config.get("suppress_ids", []),
+                         begin_suppress_tokens=ct2_config.get("suppress_ids_begin"),
+                         alignment_heads=ct2_config.get("alignment_heads"),
+                         # English-only checkpoints list language ids too, but their vocabulary is one short
+                         lang_ids=ct2_config.get("lang_ids", []) if sizes["vocab_size"] >= 51865 else [])
     with atomic_dir(out_dir) as tmp:
         tmp.chmod(0o755)
         model.save_pretrained(tmp)
@@ -230,13 +210,6 @@ def convert_ct2_whisper(ct2_dir: str | os.PathLike, out_dir: str | os.PathLike) 
                                                   "model_bin_sha256": file_sha256(ct2_dir / "model.bin")})
     LOG.info("converted CTranslate2 Whisper %s -> transformers checkpoint %s", ct2_dir, out_dir)
     return out_dir
-
-
-def _whisper_tokenizer(tokenizer_json: Path):
-    from transformers import WhisperTokenizer
-
-    return WhisperTokenizer(tokenizer_file=str(tokenizer_json), unk_token="<|endoftext|>",
-                            bos_token="<|endoftext|>", eos_token="<|endoftext|>", pad_token="<|endoftext|>")
 
 
 def cache_root() -> Path:

@@ -22,6 +22,60 @@ from speechtl.models.base import SpeechModel
 LOG = logging.getLogger("speechtl.models.whisper")
 
 
+def whisper_tokenizer(tokenizer_json: str | os.PathLike):
+    """A Whisper tokenizer from a bare ``tokenizer.json`` (as CTranslate2 and faster-whisper ship it)."""
+    from transformers import WhisperTokenizer
+
+    return WhisperTokenizer(tokenizer_file=str(tokenizer_json), unk_token="<|endoftext|>",
+                            bos_token="<|endoftext|>", eos_token="<|endoftext|>", pad_token="<|endoftext|>")
+
+
+def _special_ids(tokenizer) -> dict[str, int | None]:
+    names = ("<|endoftext|>", "<|startoftranscript|>", "<|notimestamps|>", "<|startofprev|>", "<|transcribe|>",
+             "<|translate|>")
+    vocab = tokenizer.get_vocab()
+    return {n: vocab.get(n) for n in names}
+
+
+def whisper_config(tokenizer, **sizes: Any):
+    """A WhisperConfig whose special token ids come from ``tokenizer``; ``sizes`` as in WhisperConfig."""
+    from transformers import WhisperConfig
+
+    special = _special_ids(tokenizer)
+    eot = special["<|endoftext|>"]
+    return WhisperConfig(**sizes, pad_token_id=eot, bos_token_id=eot, eos_token_id=eot,
+                         decoder_start_token_id=special["<|startoftranscript|>"], tie_word_embeddings=True)
+
+
+def configure_generation(model, tokenizer, suppress_tokens: Sequence[int] = (),
+                         begin_suppress_tokens: Sequence[int] | None = None,
+                         alignment_heads: Sequence[Sequence[int]] | None = None, lang_ids: Sequence[int] = ()) -> None:
+    """Fill ``model.generation_config`` the way OpenAI's checkpoints on the hub have it.
+
+    Needed for checkpoints built without one (converted or new): Whisper's ``generate`` reads the
+    task tokens, suppressions and language table from here.
+    """
+    special = _special_ids(tokenizer)
+    eot = special["<|endoftext|>"]
+    gen = model.generation_config
+    gen._from_model_config = False  # else transformers rebuilds it from config.json and drops these
+    gen.decoder_start_token_id = special["<|startoftranscript|>"]
+    gen.eos_token_id = gen.pad_token_id = gen.bos_token_id = eot
+    gen.no_timestamps_token_id = special["<|notimestamps|>"]
+    gen.prev_sot_token_id = special["<|startofprev|>"]
+    gen.suppress_tokens = list(suppress_tokens)
+    gen.begin_suppress_tokens = list(begin_suppress_tokens) if begin_suppress_tokens is not None else [eot]
+    gen.max_length = model.config.max_target_positions
+    gen.return_timestamps = False
+    gen.max_initial_timestamp_index = 50
+    gen.is_multilingual = bool(lang_ids)
+    if alignment_heads:
+        gen.alignment_heads = [list(h) for h in alignment_heads]
+    if lang_ids:
+        gen.lang_to_id = {tokenizer.convert_ids_to_tokens(i): i for i in lang_ids}
+        gen.task_to_id = {"transcribe": special["<|transcribe|>"], "translate": special["<|translate|>"]}
+
+
 class WhisperASR(SpeechModel):
     family = "seq2seq"
     max_input_seconds = 30.0
@@ -87,8 +141,9 @@ class WhisperASR(SpeechModel):
         return {"decoder_input_ids": dec_in, "labels": labels}
 
     # -- compute --------------------------------------------------------------------------------
-    def loss(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        out = self.module(input_features=batch["input_features"], decoder_input_ids=batch["decoder_input_ids"])
+    def loss(self, batch: dict[str, torch.Tensor], module: nn.Module | None = None) -> torch.Tensor:
+        out = (module or self.module)(input_features=batch["input_features"],
+                                      decoder_input_ids=batch["decoder_input_ids"])
         logits = out.logits.float()
         return nn.functional.cross_entropy(logits.reshape(-1, logits.size(-1)), batch["labels"].reshape(-1),
                                            ignore_index=-100)
@@ -118,6 +173,10 @@ class WhisperASR(SpeechModel):
         out = self.module.generate(feats, encoder_outputs=BaseModelOutput(last_hidden_state=states), **kwargs)
         seqs = out.sequences if hasattr(out, "sequences") else out
         return [t.strip() for t in self.tokenizer.batch_decode(seqs, skip_special_tokens=True)]
+
+    def enable_gradient_checkpointing(self) -> None:
+        self.module.config.use_cache = False
+        self.module.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
 
     # -- structure ------------------------------------------------------------------------------
     def parts(self) -> dict[str, list[nn.Parameter]]:

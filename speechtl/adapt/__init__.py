@@ -1,0 +1,1 @@
+"""Adapt room: adaptation methods, the training loop on accelerate, checkpoints and resume."""

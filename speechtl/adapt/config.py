@@ -1,0 +1,162 @@
+"""Training configuration: one typed dataclass, loaded from YAML, every key checked.
+
+A typo in a config must not silently fall back to a default, so unknown keys and wrong types are
+errors that name the file and line.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+METHODS = ("full", "freeze")
+SCHEDULERS = ("linear", "cosine", "constant")
+PRECISIONS = ("auto", "no", "fp16", "bf16")
+
+
+class ConfigError(ValueError):
+    pass
+
+
+@dataclass
+class TrainConfig:
+    """Every choice a training run makes; the resolved copy is written to the experiment dir."""
+
+    method: str = field(default="full", metadata={"help": "full | freeze (train all but the parts in `freeze`)"})
+    freeze: list[str] = field(default_factory=list, metadata={
+        "help": "parts to freeze: encoder, decoder, feature_encoder, encoder.layers.N, decoder.layers.N"})
+    learning_rate: float = 1e-5
+    weight_decay: float = 0.0
+    adam_betas: tuple[float, float] = (0.9, 0.98)
+    lr_scheduler: str = field(default="linear", metadata={"help": "linear | cosine | constant (after warm-up)"})
+    warmup_steps: int = 50
+    max_steps: int = 500
+    batch_size: int = field(default=8, metadata={"help": "utterances per device per micro-batch"})
+    grad_accum: int = 1
+    max_grad_norm: float = 1.0
+    min_duration: float = 0.0
+    max_duration: float = 30.0
+    eval_every: int = field(default=100, metadata={"help": "steps between dev evaluations (0: only at the end)"})
+    eval_batch_size: int = 16
+    eval_max_utts: int = field(default=0, metadata={"help": "decode only the first N dev utterances (0: all)"})
+    save_every: int = field(default=50, metadata={"help": "steps between resumable checkpoints"})
+    log_every: int = 10
+    seed: int = 42
+    mixed_precision: str = field(default="auto", metadata={
+        "help": "auto (bf16/fp16 on GPU, fp32 on CPU) | no | fp16 | bf16"})
+    gradient_checkpointing: bool = False
+    num_workers: int = 0
+
+    def validate(self, where: str = "config") -> None:
+        def bad(key: str, msg: str) -> ConfigError:
+            return ConfigError(f"{where}: '{key}' {msg}")
+
+        if self.method not in METHODS:
+            raise bad("method", f"must be one of {', '.join(METHODS)}, got '{self.method}'")
+        if self.freeze and self.method != "freeze":
+            raise bad("freeze", f"is only used with method: freeze (method is '{self.method}')")
+        if self.method == "freeze" and not self.freeze:
+            raise bad("freeze", "must name at least one part when method is freeze")
+        if self.lr_scheduler not in SCHEDULERS:
+            raise bad("lr_scheduler", f"must be one of {', '.join(SCHEDULERS)}")
+        if self.mixed_precision not in PRECISIONS:
+            raise bad("mixed_precision", f"must be one of {', '.join(PRECISIONS)}")
+        for key in ("max_steps", "batch_size", "grad_accum", "eval_batch_size", "log_every", "save_every"):
+            if getattr(self, key) < 1:
+                raise bad(key, "must be at least 1")
+        for key in ("warmup_steps", "eval_every", "eval_max_utts", "num_workers"):
+            if getattr(self, key) < 0:
+                raise bad(key, "must be >= 0")
+        if not self.learning_rate > 0:
+            raise bad("learning_rate", "must be positive")
+        if self.max_duration <= self.min_duration:
+            raise bad("max_duration", "must be larger than min_duration")
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d["adam_betas"] = list(self.adam_betas)
+        return d
+
+
+def _coerce(key: str, value: Any, typ: Any, where: str) -> Any:
+    origin = typing.get_origin(typ)
+    if typ is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if typ is float and isinstance(value, str):  # YAML 1.1 reads 5e-5 (no dot) as a string
+        try:
+            return float(value)
+        except ValueError:
+            pass
+    if typ in (int, float, str, bool):
+        if isinstance(value, bool) != (typ is bool) or not isinstance(value, typ):
+            raise ConfigError(f"{where}: '{key}' must be {typ.__name__}, got {type(value).__name__} {value!r}")
+        return value
+    if origin in (list, tuple):
+        if not isinstance(value, list | tuple):
+            raise ConfigError(f"{where}: '{key}' must be a list, got {type(value).__name__} {value!r}")
+        args = typing.get_args(typ)
+        inner = args[0]
+        if origin is tuple and len(value) != len(args):
+            raise ConfigError(f"{where}: '{key}' must have {len(args)} items")
+        return origin(_coerce(key, v, inner, where) for v in value)
+    if origin in (typing.Union, types.UnionType):
+        for t in typing.get_args(typ):
+            if t is type(None) and value is None:
+                return None
+        return _coerce(key, value, next(t for t in typing.get_args(typ) if t is not type(None)), where)
+    return value
+
+
+def config_from_dict(data: dict[str, Any], where: str = "config", lines: dict[str, int] | None = None,
+                     base: TrainConfig | None = None) -> TrainConfig:
+    hints = typing.get_type_hints(TrainConfig)
+    values = dataclasses.asdict(base) if base else {}
+    for key, value in data.items():
+        at = f"{where}:{lines[key]}" if lines and key in lines else where
+        if key not in hints:
+            close = [k for k in hints if k.startswith(key[:4])]
+            hint = f" (did you mean {', '.join(close)}?)" if close else ""
+            raise ConfigError(f"{at}: unknown key '{key}'{hint}")
+        values[key] = _coerce(key, value, hints[key], at)
+    cfg = TrainConfig(**values)
+    cfg.validate(where)
+    return cfg
+
+
+def load_config(path: str | os.PathLike | None, overrides: list[str] | None = None) -> TrainConfig:
+    """Load ``path`` (YAML) then apply ``key=value`` overrides (values parsed as YAML)."""
+    cfg = TrainConfig()
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"{path}: config file not found")
+        try:
+            text = path.read_text(encoding="utf-8")
+            node = yaml.compose(text)
+            data = yaml.safe_load(text) or {}
+        except (yaml.YAMLError, UnicodeDecodeError) as e:
+            raise ConfigError(f"{path}: not valid YAML: {e}") from e
+        if not isinstance(data, dict):
+            raise ConfigError(f"{path}: expected a mapping of keys to values")
+        lines = {k.value: k.start_mark.line + 1 for k, _ in node.value} if node is not None else {}
+        cfg = config_from_dict(data, str(path), lines)
+    if overrides:
+        data, lines = {}, {}
+        for i, item in enumerate(overrides, 1):
+            key, sep, raw = item.partition("=")
+            if not sep:
+                raise ConfigError(f"override '{item}' must look like key=value")
+            data[key.strip()], lines[key.strip()] = yaml.safe_load(raw), i
+        cfg = config_from_dict(data, "--set", lines, base=cfg)
+    return cfg
+
+
+def dump_config(cfg: TrainConfig) -> str:
+    return yaml.safe_dump(cfg.to_dict(), sort_keys=False)

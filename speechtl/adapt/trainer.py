@@ -1,0 +1,227 @@
+"""The training loop, on accelerate: one code path for CPU, one GPU and many (DDP).
+
+Experiment dir layout::
+
+    config.yaml          the resolved TrainConfig      env.json      versions, git hash, argv
+    train.log            everything logged             history.jsonl one line per log/eval event
+    checkpoint/          latest resumable state (model, optimiser, scheduler, RNG, position)
+    best/                model with the best dev WER   model/        the final model (= best)
+    summary.json         written last: a run without it is unfinished and resumes
+
+Data order is a pure function of (seed, epoch), and the checkpoint stores the batch position,
+so a killed run resumed from ``checkpoint/`` sees exactly the batches it would have seen.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import shutil
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from tqdm.auto import tqdm
+
+from speechtl.adapt.config import TrainConfig, dump_config
+from speechtl.adapt.methods import apply_method
+from speechtl.data.manifest import Utterance
+from speechtl.features.audio import load_audio
+from speechtl.features.batching import length_grouped_batches
+from speechtl.io import atomic_dir, atomic_write, environment, setup_logging, write_json
+from speechtl.models.base import SpeechModel
+
+LOG = logging.getLogger("speechtl.adapt")
+
+#: Called with the model under training; returns dev WER (lower is better). Supplied by the caller,
+#: so that adapt never depends on evaluate.
+Evaluator = Callable[[SpeechModel], float]
+
+
+def filter_durations(utts: Sequence[Utterance], cfg: TrainConfig, name: str) -> list[Utterance]:
+    kept = [u for u in utts if cfg.min_duration <= u.duration <= cfg.max_duration]
+    if len(kept) < len(utts):
+        LOG.warning("%s: dropped %d of %d utterances outside [%.1f, %.1f] s", name, len(utts) - len(kept),
+                    len(utts), cfg.min_duration, cfg.max_duration)
+    if not kept:
+        raise ValueError(f"{name}: no utterances left after the duration filter")
+    return kept
+
+
+def _precision(cfg: TrainConfig) -> str:
+    if cfg.mixed_precision != "auto":
+        return cfg.mixed_precision
+    if torch.cuda.is_available():
+        return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+    return "no"
+
+
+class Batches(torch.utils.data.Dataset):
+    """Loads and collates one whole batch per item, so workers do audio decoding and features."""
+
+    def __init__(self, model: SpeechModel, utts: Sequence[Utterance], batches: list[list[int]]):
+        self.model, self.utts, self.batches = model, utts, batches
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
+    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
+        utts = [self.utts[j] for j in self.batches[i]]
+        audios = [load_audio(u.audio, self.model.sampling_rate, u.offset, u.duration if u.offset else None,
+                             where=u.source) for u in utts]
+        return self.model.collate(audios, [u.text for u in utts])
+
+
+def train(model: SpeechModel, train_utts: Sequence[Utterance], out_dir: str | Path, cfg: TrainConfig,
+          evaluator: Evaluator | None = None) -> dict[str, Any]:
+    """Adapt ``model`` on ``train_utts``; resumable; returns the summary written to ``summary.json``."""
+    from accelerate import Accelerator
+    from accelerate.utils import set_seed
+    from transformers import get_scheduler
+
+    out = Path(out_dir)
+    if (out / "summary.json").is_file():
+        LOG.info("%s: training already finished (summary.json exists); nothing to do", out)
+        return json.loads((out / "summary.json").read_text())
+    accelerator = Accelerator(mixed_precision=_precision(cfg), gradient_accumulation_steps=cfg.grad_accum)
+    main = accelerator.is_main_process
+    if main:
+        out.mkdir(parents=True, exist_ok=True)
+        setup_logging(out / "train.log")
+        with atomic_write(out / "config.yaml") as f:
+            f.write(dump_config(cfg))
+        write_json(out / "env.json", {**environment(), "accelerate": {
+            "num_processes": accelerator.num_processes, "mixed_precision": accelerator.mixed_precision,
+            "device": str(accelerator.device)}, "base_model": model.source})
+    set_seed(cfg.seed)
+    counts = apply_method(model, cfg)
+    if cfg.gradient_checkpointing:
+        model.enable_gradient_checkpointing()
+    utts = filter_durations(train_utts, cfg, "train")
+    params = [p for p in model.module.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=cfg.learning_rate, weight_decay=cfg.weight_decay, betas=cfg.adam_betas)
+    scheduler = get_scheduler(cfg.lr_scheduler if cfg.lr_scheduler != "constant" else "constant_with_warmup",
+                              optimizer, num_warmup_steps=cfg.warmup_steps, num_training_steps=cfg.max_steps)
+    module, optimizer, scheduler = accelerator.prepare(model.module, optimizer, scheduler)
+    state = {"step": 0, "epoch": 0, "batch": 0, "best_wer": math.inf, "best_step": None}
+    ckpt = out / "checkpoint"
+    if (ckpt / "trainer_state.json").is_file():
+        accelerator.load_state(str(ckpt))
+        state = json.loads((ckpt / "trainer_state.json").read_text())
+        LOG.info("resuming from %s at step %d (epoch %d, batch %d)", ckpt, state["step"], state["epoch"],
+                 state["batch"])
+    world, rank = accelerator.num_processes, accelerator.process_index
+    durations = [u.duration for u in utts]
+    per_update = cfg.batch_size * world
+    LOG.info("training on %d utterances (%.2f h), %d step(s), %d utterance(s) per micro-batch x %d process(es) x "
+             "%d accumulation", len(utts), sum(durations) / 3600, cfg.max_steps, cfg.batch_size, world, cfg.grad_accum)
+
+    def evaluate_dev() -> float | None:
+        if evaluator is None:
+            return None
+        module.eval()
+        wer = evaluator(model)
+        module.train()
+        return wer
+
+    def save_checkpoint() -> None:
+        accelerator.wait_for_everyone()
+        if main:
+            with atomic_dir(ckpt) as tmp:
+                accelerator.save_state(str(tmp))
+                write_json(tmp / "trainer_state.json", state)
+
+    def log_event(event: dict[str, Any]) -> None:
+        if main:
+            with open(out / "history.jsonl", "a", encoding="utf-8") as f:
+                f.write(json.dumps(event) + "\n")
+
+    t0 = time.perf_counter()
+    module.train()
+    bar = tqdm(total=cfg.max_steps, initial=state["step"], desc="train", unit="step", disable=not main)
+    running, seen = 0.0, 0
+    while state["step"] < cfg.max_steps:
+        epoch_batches = length_grouped_batches(durations, cfg.batch_size, cfg.seed + state["epoch"])
+        epoch_batches = epoch_batches[: len(epoch_batches) - len(epoch_batches) % world]  # equal share per rank
+        mine = epoch_batches[rank::world]
+        loader = torch.utils.data.DataLoader(Batches(model, utts, mine[state["batch"]:]), batch_size=None,
+                                             num_workers=cfg.num_workers)
+        for batch in loader:
+            batch = {k: v.to(accelerator.device) for k, v in batch.items()}
+            with accelerator.accumulate(module):
+                with accelerator.autocast():
+                    loss = model.loss(batch, module=module)
+                accelerator.backward(loss)
+                if accelerator.sync_gradients and cfg.max_grad_norm > 0:
+                    accelerator.clip_grad_norm_(params, cfg.max_grad_norm)
+                optimizer.step()
+                scheduler.step()
+                optimizer.zero_grad()
+            state["batch"] += 1
+            running += loss.item()
+            seen += 1
+            if not accelerator.sync_gradients:
+                continue
+            state["step"] += 1
+            bar.update(1)
+            step = state["step"]
+            if step % cfg.log_every == 0 or step == cfg.max_steps:
+                avg = accelerator.gather(torch.tensor([running / seen], device=accelerator.device)).mean().item()
+                lr = scheduler.get_last_lr()[0]
+                LOG.info("step %d/%d epoch %d loss %.4f lr %.2e", step, cfg.max_steps, state["epoch"], avg, lr)
+                log_event({"step": step, "epoch": state["epoch"], "loss": avg, "lr": lr,
+                           "elapsed": round(time.perf_counter() - t0, 1)})
+                bar.set_postfix(loss=f"{avg:.3f}")
+                running, seen = 0.0, 0
+            if (cfg.eval_every and step % cfg.eval_every == 0) or step == cfg.max_steps:
+                wer = evaluate_dev()
+                if wer is not None:
+                    improved = wer < state["best_wer"]
+                    LOG.info("step %d: dev WER %.2f%%%s", step, 100 * wer, " (best so far)" if improved else "")
+                    log_event({"step": step, "dev_wer": wer})
+                    if improved:
+                        state["best_wer"], state["best_step"] = wer, step
+                        if main:
+                            with atomic_dir(out / "best") as tmp:
+                                model.save(tmp)
+                save_checkpoint()
+            elif step % cfg.save_every == 0:
+                save_checkpoint()
+            if step >= cfg.max_steps:
+                break
+        else:
+            state["epoch"] += 1
+            state["batch"] = 0
+    bar.close()
+    accelerator.wait_for_everyone()
+    summary = {"steps": state["step"], "epochs_started": state["epoch"] + 1, "best_dev_wer": None,
+               "best_step": state["best_step"], "train_utterances": len(utts),
+               "train_hours": round(sum(durations) / 3600, 4), "train_speakers": len({u.speaker for u in utts}),
+               "utterances_per_step": per_update * cfg.grad_accum, "seconds": round(time.perf_counter() - t0, 1),
+               "method": cfg.method, "frozen": cfg.freeze, **counts, "base_model": model.source,
+               "peak_memory_bytes": _peak_memory(accelerator.device)}
+    if main:
+        if state["best_step"] is not None:
+            summary["best_dev_wer"] = state["best_wer"]
+            with atomic_dir(out / "model") as tmp:
+                shutil.copytree(out / "best", tmp, dirs_exist_ok=True)
+        else:
+            with atomic_dir(out / "model") as tmp:
+                model.save(tmp)
+        write_json(out / "summary.json", summary)
+        LOG.info("finished: %d steps in %.0fs; model in %s", state["step"], summary["seconds"], out / "model")
+    return summary
+
+
+def _peak_memory(device: torch.device) -> int | None:
+    if device.type == "cuda":
+        return int(torch.cuda.max_memory_allocated(device))
+    try:
+        import resource
+
+        return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024  # Linux: KiB
+    except (ImportError, OSError):
+        return None

@@ -1,0 +1,1 @@
+"""One module per corpus, each with a ``prepare_<corpus>()`` that writes validated manifests."""

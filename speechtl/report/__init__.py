@@ -1,0 +1,1 @@
+"""Report room: before/after tables, RESULTS.md and results.json from evaluation directories."""

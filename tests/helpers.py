@@ -1,0 +1,71 @@
+"""Builders shared by the tests: a tiny random Whisper with a small tokenizer, manifests, audio."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+
+WHISPER_SPECIALS = ["<|endoftext|>", "<|startoftranscript|>", "<|en|>", "<|translate|>", "<|transcribe|>",
+                    "<|startoflm|>", "<|startofprev|>", "<|nocaptions|>", "<|notimestamps|>"]
+
+SENTENCES = ["the cat sat on the mat", "a dog ran in the park", "we like green tea", "rain falls on the hill",
+             "she sells fish at the market", "the boat sails at dawn", "bring me the red cup",
+             "birds sing in the morning"]
+
+
+def build_tiny_whisper(out_dir: Path, texts: list[str] = SENTENCES, vocab_size: int = 300, d_model: int = 32) -> Path:
+    """A randomly initialised Whisper (1+1 layers, d=32) with a byte-level BPE trained on ``texts``."""
+    import torch
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import WhisperFeatureExtractor, WhisperForConditionalGeneration
+
+    from speechtl.models.whisper import configure_generation, whisper_config, whisper_tokenizer
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    bpe = Tokenizer(models.BPE())
+    bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    bpe.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=["<|endoftext|>"],
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
+    bpe.train_from_iterator([" " + t for t in texts], trainer)
+    bpe.add_special_tokens(WHISPER_SPECIALS[1:])
+    bpe.save(str(out_dir / "bpe.json"))
+    tok = whisper_tokenizer(out_dir / "bpe.json")
+    config = whisper_config(tok, vocab_size=len(tok), d_model=d_model, encoder_layers=1, decoder_layers=1,
+                            encoder_attention_heads=2, decoder_attention_heads=2, encoder_ffn_dim=2 * d_model,
+                            decoder_ffn_dim=2 * d_model, num_mel_bins=80, max_source_positions=1500,
+                            max_target_positions=64)
+    torch.manual_seed(0)
+    model = WhisperForConditionalGeneration(config)
+    configure_generation(model, tok)
+    model.save_pretrained(out_dir)
+    tok.save_pretrained(out_dir)
+    WhisperFeatureExtractor(feature_size=80).save_pretrained(out_dir)
+    (out_dir / "bpe.json").unlink()
+    return out_dir
+
+
+def tone(path: Path, seconds: float = 1.0, sr: int = 16000, freq: float = 220.0, channels: int = 1) -> Path:
+    t = np.arange(int(seconds * sr)) / sr
+    x = 0.3 * np.sin(2 * np.pi * freq * t).astype(np.float32)
+    sf.write(str(path), np.stack([x] * channels, axis=1) if channels > 1 else x, sr)
+    return path
+
+
+def write_manifest_rows(path: Path, rows: list[dict]) -> Path:
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    return path
+
+
+def toy_corpus(root: Path, n: int = 8, texts: list[str] = SENTENCES) -> Path:
+    """``n`` tone utterances (distinct pitches) with texts, two speakers and two accents."""
+    root.mkdir(parents=True, exist_ok=True)
+    rows = []
+    for i in range(n):
+        wav = tone(root / f"u{i}.wav", seconds=0.6 + 0.1 * i, freq=150 + 40 * i)
+        rows.append({"id": f"u{i}", "audio": wav.name, "duration": 0.6 + 0.1 * i, "text": texts[i % len(texts)],
+                     "speaker": f"spk{i % 2}", "accent": "a" if i % 2 else "b"})
+    return write_manifest_rows(root / "manifest.jsonl", rows)

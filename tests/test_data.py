@@ -1,0 +1,104 @@
+import json
+
+import pytest
+
+from helpers import tone, write_manifest_rows
+from speechtl.data.kaldi import read_kaldi_dir, write_kaldi_dir
+from speechtl.data.manifest import ManifestError, Utterance, parse_manifest, read_manifest, write_manifest
+from speechtl.data.text import normalizer_for
+
+
+def row(i, **kw):
+    base = {"id": f"u{i}", "audio": f"u{i}.wav", "duration": 1.0, "text": "hello there", "speaker": "s1",
+            "accent": "x"}
+    base.update(kw)
+    return base
+
+
+def test_read_resolves_relative_audio_and_keeps_metadata(tmp_path):
+    tone(tmp_path / "u0.wav")
+    m = write_manifest_rows(tmp_path / "m.jsonl", [row(0, domain="clinical", offset=0.0, lang="en")])
+    (u,) = read_manifest(m)
+    assert u.audio == str(tmp_path / "u0.wav")
+    assert u.meta == {"domain": "clinical"}
+    write_manifest(tmp_path / "out.jsonl", [u], relative_to=tmp_path)
+    back = json.loads((tmp_path / "out.jsonl").read_text())
+    assert back["audio"] == "u0.wav" and back["domain"] == "clinical"
+
+
+@pytest.mark.parametrize("bad, message", [
+    (row(0, audio="missing.wav"), "field 'audio': file not found"),
+    (row(0, duration="1.0"), "field 'duration' must be a number, got str"),
+    (row(0, text="   "), "field 'text' is empty"),
+    ({k: v for k, v in row(0).items() if k != "speaker"}, "field 'speaker' is missing"),
+    (row(0, duration=-1), "'duration' must be a positive number"),
+    (row(0, speaker=3), "field 'speaker' must be a string, got int"),
+])
+def test_errors_name_file_line_and_field(tmp_path, bad, message):
+    tone(tmp_path / "u0.wav")
+    tone(tmp_path / "u1.wav")
+    m = write_manifest_rows(tmp_path / "m.jsonl", [row(1), bad])
+    with pytest.raises(ManifestError) as e:
+        read_manifest(m)
+    assert f"{m}:2:" in str(e.value) and message in str(e.value)
+
+
+def test_bad_json_non_utf8_and_duplicates(tmp_path):
+    tone(tmp_path / "u0.wav")
+    good = json.dumps(row(0))
+    m = tmp_path / "m.jsonl"
+    m.write_bytes(good.encode() + b"\n{not json\n" + '{"text": "caf\xe9"}'.encode("latin-1") + b"\n" + good.encode())
+    utts, errors = parse_manifest(m)
+    assert len(utts) == 1
+    assert any(f"{m}:2: not valid JSON" in e for e in errors)
+    assert any(f"{m}:3: not valid UTF-8" in e for e in errors)
+    assert any(f"{m}:4: field 'id': duplicate id 'u0' (first on line 1)" in e for e in errors)
+
+
+def test_missing_and_empty_manifest(tmp_path):
+    with pytest.raises(ManifestError, match="manifest not found"):
+        read_manifest(tmp_path / "nope.jsonl")
+    (tmp_path / "empty.jsonl").write_text("")
+    with pytest.raises(ManifestError, match="manifest is empty"):
+        read_manifest(tmp_path / "empty.jsonl")
+
+
+def test_kaldi_round_trip_with_segments(tmp_path):
+    wav = tone(tmp_path / "rec.wav", seconds=3.0)
+    utts = [Utterance(id="a-1", audio=str(wav), duration=1.0, text="one two", speaker="a", accent="scottish"),
+            Utterance(id="a-2", audio=str(wav), duration=1.5, text="three", speaker="a", accent="scottish",
+                      offset=1.2),
+            Utterance(id="b-1", audio=str(wav), duration=0.5, text="four", speaker="b", accent="welsh", lang="cy")]
+    write_kaldi_dir(utts, tmp_path / "kd")
+    assert (tmp_path / "kd" / "segments").is_file()
+    assert (tmp_path / "kd" / "spk2utt").read_text().splitlines() == ["a a-1 a-2", "b b-1"]
+    back = {u.id: u for u in read_kaldi_dir(tmp_path / "kd")}
+    for u in utts:
+        b = back[u.id]
+        assert (b.audio, b.text, b.speaker, b.accent, b.lang) == (u.audio, u.text, u.speaker, u.accent, u.lang)
+        assert b.offset == pytest.approx(u.offset) and b.duration == pytest.approx(u.duration)
+
+
+def test_kaldi_import_errors(tmp_path):
+    wav = tone(tmp_path / "x.wav")
+    d = tmp_path / "kd"
+    d.mkdir()
+    (d / "wav.scp").write_text(f"u1 {wav}\nu2 sox x.wav -t wav - |\n")
+    (d / "text").write_text("u1 hello\nu2 world\n")
+    (d / "utt2spk").write_text("u1 s\n")
+    with pytest.raises(ManifestError, match="no utt2accent file"):
+        read_kaldi_dir(d)
+    with pytest.raises(ManifestError, match=r"text:2: utterance 'u2' has no line in utt2spk"):
+        read_kaldi_dir(d, accent="x")
+    (d / "utt2spk").write_text("u1 s\nu2 s\n")
+    with pytest.raises(ManifestError, match=r"wav.scp:2: piped commands are not supported"):
+        read_kaldi_dir(d, accent="x")
+
+
+def test_normalisers_treat_ref_and_hyp_alike():
+    en = normalizer_for("en")
+    assert en("Mr. Smith's colour, isn't it?") == en("mister smith's color isn't it")
+    assert en("Twenty-one apples") == en("21 apples")
+    other = normalizer_for("fr")
+    assert other("Bonjour, le Monde!") == "bonjour le monde"
+    assert normalizer_for("en", "none")("  Hello   World ") == "hello world"
