@@ -75,18 +75,12 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_prepare(args: argparse.Namespace) -> int:
+    from speechtl.data.corpora import CORPORA
     from speechtl.io import setup_logging
 
     out = Path(args.out)
     setup_logging(out / "prepare.log")
-    if args.corpus == "espeak":
-        from speechtl.data.corpora.espeak import prepare_espeak
-
-        if not args.spec:
-            raise ValueError("prepare espeak needs --spec SPEC.yaml")
-        manifests = prepare_espeak(args.spec, out, jobs=args.jobs)
-    else:  # argparse's choices make this unreachable
-        raise ValueError(f"unknown corpus {args.corpus}")
+    manifests = CORPORA[args.corpus].prepare(args)
     for name, path in manifests.items():
         print(f"{name}: {path}")
     return 0
@@ -130,11 +124,14 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key")
     t.set_defaults(func=cmd_train)
 
+    from speechtl.data.corpora import CORPORA
+
     pr = sub.add_parser("prepare", help="prepare a corpus into manifests under --out")
-    pr.add_argument("corpus", choices=["espeak"], help="corpus to prepare")
-    pr.add_argument("--out", required=True, help="output dir for manifests (and synthesised audio)")
-    pr.add_argument("--spec", default=None, help="espeak: YAML spec of speakers, sentence pools and sets")
-    pr.add_argument("--jobs", type=int, default=2, help="parallel synthesis jobs")
+    corpora = pr.add_subparsers(dest="corpus", required=True, metavar="CORPUS")
+    for name, corpus in CORPORA.items():
+        c = corpora.add_parser(name, help=corpus.help, description=corpus.help)
+        c.add_argument("--out", required=True, help="output dir for the manifests (nothing is written elsewhere)")
+        corpus.add_arguments(c)
     pr.set_defaults(func=cmd_prepare)
 
     r = sub.add_parser("report", help="before/after tables, RESULTS.md and results.json")

@@ -1,0 +1,174 @@
+"""speechtl eval vs the transformers ASR pipeline (its defaults), same model, same audio, one run.
+
+    python benchmarks/eval_speed.py [--model openai/whisper-tiny.en] [--n 20] [--repeats 2]
+
+Makes ``--n`` short espeak-ng en-us utterances, then times, on the same warm process:
+  * ``pipeline("automatic-speech-recognition", model=DIR)`` called on the list of arrays, defaults;
+  * speechtl's decoding path (``transcribe_utterances``, default DecodeOptions: length-sorted batches of 16);
+  * for attribution, speechtl at batch size 1, and CTranslate2's runtime (the correctness reference).
+Each timing is the best of ``--repeats``. Writes ``benchmarks/results/eval_speed.{json,md}``: the
+speed ratio, both WERs, and which transcripts differ, with the settings behind the differences.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from speechtl.data.corpora.espeak import find_espeak, read_sentences
+from speechtl.data.manifest import Utterance
+from speechtl.data.text import normalizer_for
+from speechtl.evaluate.decode import DecodeOptions, score_hypotheses, transcribe_utterances
+from speechtl.features.audio import load_audio
+from speechtl.io import atomic_write, environment, write_json
+from speechtl.models import load_model, resolve_local
+
+ROOT = Path(__file__).resolve().parents[1]
+SENTENCES = ROOT / "data_manifests" / "synthetic_caribbean" / "sentences.txt"
+
+
+def make_utterances(n: int, workdir: Path) -> list[Utterance]:
+    espeak = find_espeak()
+    import soundfile as sf
+
+    utts = []
+    for i, text in enumerate(read_sentences(SENTENCES)[:n]):
+        wav = workdir / f"u{i:02d}.wav"
+        subprocess.run([espeak, "-v", "en-us", "-w", str(wav), text], check=True)
+        utts.append(Utterance(id=f"u{i:02d}", audio=str(wav), duration=sf.info(str(wav)).duration, text=text,
+                              speaker="en-us", accent="us"))
+    return utts
+
+
+def best_of(repeats: int, fn):
+    times, out = [], None
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        out = fn()
+        times.append(time.perf_counter() - t0)
+    return min(times), out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--model", default="openai/whisper-tiny.en")
+    ap.add_argument("--n", type=int, default=20)
+    ap.add_argument("--repeats", type=int, default=2)
+    ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "eval_speed"))
+    args = ap.parse_args()
+    from transformers import pipeline
+
+    model = load_model(args.model, device="cpu")
+    model_dir = args.model if Path(args.model).is_dir() else str(resolve_local_for(args.model, model))
+    with tempfile.TemporaryDirectory() as tmp:
+        utts = make_utterances(args.n, Path(tmp))
+        audios = [load_audio(u.audio, 16000) for u in utts]
+        pipe = pipeline("automatic-speech-recognition", model=model_dir, device="cpu")
+        pipe([audios[0]])  # warm-up, both sides
+        transcribe_utterances(model, utts[:2], DecodeOptions())
+        t_pipe, out = best_of(args.repeats, lambda: pipe([{"raw": a, "sampling_rate": 16000} for a in audios]))
+        pipe_hyps = {u.id: o["text"].strip() for u, o in zip(utts, out, strict=True)}
+        t_ours, ours = best_of(args.repeats, lambda: transcribe_utterances(model, utts, DecodeOptions()))
+        t_b1, ours_b1 = best_of(1, lambda: transcribe_utterances(model, utts, DecodeOptions(batch_size=1)))
+        ref_hyps = ctranslate2_reference(args.model, model, audios, utts)
+    norm = normalizer_for("en")
+    wer = {name: score_hypotheses(utts, h)[1].wer.rate
+           for name, h in (("pipeline", pipe_hyps), ("speechtl", ours), ("speechtl_batch1", ours_b1))}
+    diff = [u.id for u in utts if norm(pipe_hyps[u.id]) != norm(ours[u.id])]
+    diff_raw = [u.id for u in utts if pipe_hyps[u.id] != ours[u.id]]
+    result = {
+        "model": model.source, "utterances": len(utts), "audio_seconds": round(sum(u.duration for u in utts), 2),
+        "repeats": args.repeats, "threads": torch.get_num_threads(),
+        "seconds": {"pipeline": round(t_pipe, 3), "speechtl": round(t_ours, 3), "speechtl_batch1": round(t_b1, 3)},
+        "speedup_vs_pipeline": round(t_pipe / t_ours, 2), "wer": wer,
+        "differ_from_pipeline": {"raw": len(diff_raw), "after_normalisation": len(diff)},
+        "speechtl_batched_vs_batch1_differ": sum(ours[u.id] != ours_b1[u.id] for u in utts),
+        "output_words": {"pipeline": sum(len(h.split()) for h in pipe_hyps.values()),
+                         "speechtl": sum(len(h.split()) for h in ours.values())},
+        "pipeline_settings": pipeline_settings(pipe),
+        "examples": [{"id": i, "ref": next(u.text for u in utts if u.id == i), "pipeline": pipe_hyps[i],
+                      "speechtl": ours[i]} for i in diff_raw],
+        "environment": environment(),
+    }
+    if ref_hyps is not None:
+        result["match_ctranslate2_reference"] = {
+            "speechtl": sum(ours[u.id] == ref_hyps[u.id] for u in utts),
+            "speechtl_batch1": sum(ours_b1[u.id] == ref_hyps[u.id] for u in utts),
+            "pipeline": sum(pipe_hyps[u.id] == ref_hyps[u.id] for u in utts)}
+    write_json(Path(args.out).with_suffix(".json"), result)
+    write_markdown(Path(args.out).with_suffix(".md"), result)
+    print(json.dumps({k: result[k] for k in ("seconds", "speedup_vs_pipeline", "wer", "differ_from_pipeline",
+                                             "speechtl_batched_vs_batch1_differ")}, indent=1))
+    print("reference matches:", result.get("match_ctranslate2_reference"))
+
+
+def resolve_local_for(model_id: str, model) -> Path:
+    """The local checkpoint dir behind a loaded hub id (its hub cache, or the offline conversion)."""
+    path = Path(model.module.name_or_path)
+    return path if path.is_dir() else resolve_local(Path(model_id))
+
+
+def pipeline_settings(pipe) -> dict:
+    gen = pipe.model.generation_config
+    return {"batch_size": pipe._batch_size or 1, "chunk_length_s": pipe._preprocess_params.get("chunk_length_s"),
+            "forward_params": {k: str(v) for k, v in pipe._forward_params.items()},
+            "num_beams": gen.num_beams, "max_length": gen.max_length}
+
+
+def ctranslate2_reference(model_id, model, audios, utts) -> dict[str, str] | None:
+    """Greedy transcripts from CTranslate2's runtime on the same log-mel features, when it has the model."""
+    try:
+        import ctranslate2
+
+        from speechtl.models import OFFLINE_FALLBACKS
+    except ImportError:
+        return None
+    if model_id not in OFFLINE_FALLBACKS:
+        return None
+    runtime = ctranslate2.models.Whisper(str(OFFLINE_FALLBACKS[model_id][0]()), device="cpu", compute_type="float32")
+    feats = model.collate(audios)["input_features"].numpy()
+    res = runtime.generate(ctranslate2.StorageView.from_array(np.ascontiguousarray(feats)),
+                           [model.prefix_ids()] * len(audios), beam_size=1)
+    return {u.id: model.tokenizer.decode(r.sequences_ids[0], skip_special_tokens=True).strip()
+            for u, r in zip(utts, res, strict=True)}
+
+
+def write_markdown(path: Path, r: dict) -> None:
+    s = r["seconds"]
+    lines = [
+        "# speechtl eval vs transformers pipeline", "",
+        f"Written by `python benchmarks/eval_speed.py` on {time.strftime('%Y-%m-%d')}; model `{r['model']}`, "
+        f"{r['utterances']} espeak-ng en-us utterances ({r['audio_seconds']} s of audio), {r['threads']} threads, "
+        f"best of {r['repeats']}.", "",
+        "| system | seconds | WER | output words |", "|---|---:|---:|---:|",
+        f"| transformers pipeline (defaults) | {s['pipeline']:.2f} | {100 * r['wer']['pipeline']:.1f}% | "
+        f"{r['output_words']['pipeline']} |",
+        f"| speechtl eval (batches of 16) | {s['speechtl']:.2f} | {100 * r['wer']['speechtl']:.1f}% | "
+        f"{r['output_words']['speechtl']} |",
+        f"| speechtl eval, batch size 1 | {s['speechtl_batch1']:.2f} | {100 * r['wer']['speechtl_batch1']:.1f}% | |",
+        "", f"**Speed-up over the pipeline: {r['speedup_vs_pipeline']:.2f}x.**", "",
+        f"Transcripts differing from the pipeline's: {r['differ_from_pipeline']['raw']} of {r['utterances']} "
+        f"({r['differ_from_pipeline']['after_normalisation']} after normalisation). speechtl batched vs batch 1: "
+        f"{r['speechtl_batched_vs_batch1_differ']} differ.", ""]
+    if "match_ctranslate2_reference" in r:
+        m = r["match_ctranslate2_reference"]
+        lines += [f"Identical to CTranslate2's greedy transcripts (the correctness reference): speechtl "
+                  f"{m['speechtl']}/{r['utterances']}, speechtl batch 1 {m['speechtl_batch1']}/{r['utterances']}, "
+                  f"pipeline {m['pipeline']}/{r['utterances']}.", ""]
+    lines += ["Pipeline settings: `" + json.dumps(r["pipeline_settings"]) + "`", ""]
+    if r["examples"]:
+        lines += ["| id | reference | pipeline | speechtl |", "|---|---|---|---|"]
+        lines += [f"| {e['id']} | {e['ref']} | {e['pipeline']} | {e['speechtl']} |" for e in r["examples"]]
+    with atomic_write(path) as f:
+        f.write("\n".join(lines) + "\n")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,121 @@
+import json
+
+import pytest
+
+from helpers import tone, write_manifest_rows
+from speechtl.cli import main
+
+
+def run_cli(*args):
+    return main([str(a) for a in args])
+
+
+def test_eval_writes_every_artefact(tiny_whisper, toy_manifest, tmp_path):
+    out = tmp_path / "ev"
+    assert run_cli("eval", "--model", tiny_whisper, "--manifest", toy_manifest, "--out", out,
+                   "--batch-size", 3, "--device", "cpu") == 0
+    rows = [json.loads(x) for x in (out / "hyp.jsonl").read_text().splitlines()]
+    assert len(rows) == 8 and {"ref", "hyp", "ref_norm", "hyp_norm", "sub", "del", "ins"} <= set(rows[0])
+    scores = json.loads((out / "scores.json").read_text())
+    assert set(scores["per_speaker"]) == {"spk0", "spk1"} and set(scores["per_accent"]) == {"a", "b"}
+    assert scores["wer"]["ref"] == sum(r["ref_words"] for r in rows)
+    assert (out / "wer").read_text().startswith("%WER ")
+    assert (out / "per_utt").read_text().count("#csid") == 8
+    assert not (out / ".hyp.partial.jsonl").exists()
+
+
+def test_eval_resumes_from_partial_and_skips_when_done(tiny_whisper, toy_manifest, tmp_path, monkeypatch):
+    from speechtl.evaluate import decode
+
+    out = tmp_path / "ev"
+    calls = []
+    real = decode.transcribe_utterances
+
+    def dying(model, utts, opts, partial=None, desc=""):
+        # decode two batches, then die as a kill would
+        orig = model.transcribe
+
+        def once(batch, **kw):
+            if len(calls) == 2:
+                raise KeyboardInterrupt
+            calls.append(len(batch["input_features"]))
+            return orig(batch, **kw)
+
+        model.transcribe = once
+        return real(model, utts, opts, partial, desc)
+
+    monkeypatch.setattr(decode, "transcribe_utterances", dying)
+    with pytest.raises(KeyboardInterrupt):
+        run_cli("eval", "--model", tiny_whisper, "--manifest", toy_manifest, "--out", out, "--batch-size", 3)
+    done = (out / ".hyp.partial.jsonl").read_text().splitlines()
+    assert len(done) == 6
+    monkeypatch.setattr(decode, "transcribe_utterances", real)
+    seen = []
+    orig_collate = None
+
+    from speechtl.models.whisper import WhisperASR
+    orig_collate = WhisperASR.collate
+    monkeypatch.setattr(WhisperASR, "collate", lambda self, a, t=None: seen.append(len(a)) or orig_collate(self, a, t))
+    assert run_cli("eval", "--model", tiny_whisper, "--manifest", toy_manifest, "--out", out, "--batch-size", 3) == 0
+    assert sum(seen) == 2  # only the two utterances left
+    mtime = (out / "scores.json").stat().st_mtime_ns
+    assert run_cli("eval", "--model", tiny_whisper, "--manifest", toy_manifest, "--out", out, "--batch-size", 3) == 0
+    assert (out / "scores.json").stat().st_mtime_ns == mtime  # already done: skipped
+
+
+def bad_case(tmp_path, kind):
+    good = tone(tmp_path / "good.wav")
+    row = {"id": "x1", "audio": "good.wav", "duration": 1.0, "text": "hi there", "speaker": "s", "accent": "a"}
+    rows = [dict(row, id="x0")]
+    if kind == "missing file":
+        rows.append(dict(row, audio="nowhere.wav"))
+    elif kind == "unreadable audio":
+        (tmp_path / "bad.wav").write_bytes(b"not audio at all")
+        rows.append(dict(row, audio="bad.wav"))
+    elif kind == "empty audio":
+        import soundfile as sf
+        sf.write(str(tmp_path / "empty.wav"), [], 16000)
+        rows.append(dict(row, audio="empty.wav"))
+    elif kind == "empty transcript":
+        rows.append(dict(row, text=""))
+    elif kind == "wrong field type":
+        rows.append(dict(row, duration="long"))
+    assert good.is_file()
+    return write_manifest_rows(tmp_path / "m.jsonl", rows)
+
+
+@pytest.mark.parametrize("kind, message", [
+    ("missing file", "m.jsonl:2: field 'audio': file not found"),
+    ("unreadable audio", "m.jsonl:2: can't decode audio file"),
+    ("empty audio", "m.jsonl:2: audio file"),
+    ("empty transcript", "m.jsonl:2: field 'text' is empty"),
+    ("wrong field type", "m.jsonl:2: field 'duration' must be a number"),
+])
+def test_bad_input_is_a_clear_error_and_loses_nothing(tiny_whisper, tmp_path, capsys, kind, message):
+    manifest = bad_case(tmp_path, kind)
+    out = tmp_path / "ev"
+    out.mkdir()
+    (out / "keep.txt").write_text("earlier results")
+    assert run_cli("eval", "--model", tiny_whisper, "--manifest", manifest, "--out", out) == 2
+    err = capsys.readouterr().err
+    assert message in err, err
+    assert (out / "keep.txt").read_text() == "earlier results"
+    assert not (out / "scores.json").exists()
+
+
+def test_unknown_model_path(toy_manifest, tmp_path, capsys):
+    assert run_cli("eval", "--model", tmp_path / "no_such_model", "--manifest", toy_manifest, "--out",
+                   tmp_path / "ev") == 2
+    assert "not found" in capsys.readouterr().err
+    (tmp_path / "empty_dir").mkdir()
+    assert run_cli("eval", "--model", tmp_path / "empty_dir", "--manifest", toy_manifest, "--out",
+                   tmp_path / "ev") == 2
+    assert "not a model directory" in capsys.readouterr().err
+
+
+def test_too_long_utterances_are_refused_not_skipped(tiny_whisper, tmp_path, capsys):
+    tone(tmp_path / "long.wav", seconds=31.0)
+    m = write_manifest_rows(tmp_path / "m.jsonl", [
+        {"id": "l", "audio": "long.wav", "duration": 31.0, "text": "x", "speaker": "s", "accent": "a"}])
+    assert run_cli("eval", "--model", tiny_whisper, "--manifest", m, "--out", tmp_path / "ev") == 2
+    assert "longer than the model's 30s input" in capsys.readouterr().err
