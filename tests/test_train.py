@@ -93,3 +93,18 @@ def test_dev_evaluation_keeps_the_best_model(tiny_whisper, toy_manifest, tmp_pat
                     evaluator=lambda m: next(wers))
     assert summary["best_dev_wer"] == 0.4 and summary["best_step"] == 4
     assert (tmp_path / "exp" / "best" / "config.json").is_file()
+
+
+def test_wise_ft_interpolates_best_with_base(tiny_whisper, toy_manifest, tmp_path):
+    base = params(load_model(str(tiny_whisper)))
+    wers = iter([0.5, 0.3, 0.6, 0.2])  # dev WER at steps 2, 4, 6, then the merged model's
+    summary = train(load_model(str(tiny_whisper)), read_manifest(toy_manifest), tmp_path / "exp",
+                    cfg(max_steps=6, eval_every=2, method="freeze", freeze=["decoder"], wise_alpha=0.5),
+                    evaluator=lambda m: next(wers))
+    assert summary["best_step"] == 4 and summary["wise_alpha"] == 0.5 and summary["final_dev_wer"] == 0.2
+    best, final = params(load_model(str(tmp_path / "exp" / "best"))), params(load_model(str(tmp_path / "exp")))
+    k = "model.encoder.layers.0.fc1.weight"
+    assert not torch.equal(best[k], base[k])
+    torch.testing.assert_close(final[k], 0.5 * best[k] + 0.5 * base[k])
+    d = "model.decoder.layers.0.fc1.weight"  # frozen: untouched by training and by the merge
+    assert torch.equal(final[d], base[d])

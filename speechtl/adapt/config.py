@@ -53,6 +53,8 @@ class TrainConfig:
         "help": "auto (bf16/fp16 on GPU, fp32 on CPU) | no | fp16 | bf16"})
     gradient_checkpointing: bool = False
     num_workers: int = 0
+    wise_alpha: float = field(default=1.0, metadata={
+        "help": "final model = alpha * adapted + (1 - alpha) * base (WiSE-FT); 1.0 keeps the adapted weights"})
 
     def validate(self, where: str = "config") -> None:
         def bad(key: str, msg: str) -> ConfigError:
@@ -76,6 +78,8 @@ class TrainConfig:
                 raise bad(key, "must be >= 0")
         if not self.learning_rate > 0:
             raise bad("learning_rate", "must be positive")
+        if not 0.0 < self.wise_alpha <= 1.0:
+            raise bad("wise_alpha", f"must lie in (0, 1], got {self.wise_alpha}")
         if self.max_duration <= self.min_duration:
             raise bad("max_duration", "must be larger than min_duration")
 

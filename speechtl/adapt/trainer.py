@@ -17,7 +17,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import shutil
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -27,6 +26,7 @@ import torch
 from tqdm.auto import tqdm
 
 from speechtl.adapt.config import TrainConfig, dump_config
+from speechtl.adapt.merge import interpolate, trainable_snapshot
 from speechtl.adapt.methods import apply_method
 from speechtl.data.manifest import Utterance
 from speechtl.features.audio import load_audio
@@ -98,6 +98,7 @@ def train(model: SpeechModel, train_utts: Sequence[Utterance], out_dir: str | Pa
             "device": str(accelerator.device)}, "base_model": model.source})
     set_seed(cfg.seed)
     counts = apply_method(model, cfg)
+    base_weights = trainable_snapshot(model.module) if cfg.wise_alpha < 1.0 else None
     if cfg.gradient_checkpointing:
         model.enable_gradient_checkpointing()
     utts = filter_durations(train_utts, cfg, "train")
@@ -120,7 +121,7 @@ def train(model: SpeechModel, train_utts: Sequence[Utterance], out_dir: str | Pa
              "%d accumulation", len(utts), sum(durations) / 3600, cfg.max_steps, cfg.batch_size, world, cfg.grad_accum)
 
     def evaluate_dev() -> float | None:
-        if evaluator is None:
+        if evaluator is None or not main:  # one process decodes; the others wait at the checkpoint barrier
             return None
         module.eval()
         wer = evaluator(model)
@@ -206,14 +207,29 @@ def train(model: SpeechModel, train_utts: Sequence[Utterance], out_dir: str | Pa
     if main:
         if state["best_step"] is not None:
             summary["best_dev_wer"] = state["best_wer"]
-            with atomic_dir(out / "model") as tmp:
-                shutil.copytree(out / "best", tmp, dirs_exist_ok=True)
-        else:
-            with atomic_dir(out / "model") as tmp:
-                model.save(tmp)
+            model = _reload_best(model, out / "best")
+        if base_weights is not None:
+            interpolate(model.module, base_weights, cfg.wise_alpha)
+            summary["wise_alpha"] = cfg.wise_alpha
+            final_wer = evaluate_dev()
+            if final_wer is not None:
+                summary["final_dev_wer"] = final_wer
+                LOG.info("WiSE-FT alpha %.2f: dev WER %.2f%% (adapted alone: %.2f%%)", cfg.wise_alpha,
+                         100 * final_wer, 100 * state["best_wer"])
+        with atomic_dir(out / "model") as tmp:
+            model.save(tmp)
         write_json(out / "summary.json", summary)
         LOG.info("finished: %d steps in %.0fs; model in %s", state["step"], summary["seconds"], out / "model")
     return summary
+
+
+def _reload_best(model: SpeechModel, best_dir: Path) -> SpeechModel:
+    """The best checkpoint's weights, on the model's device, as the model to finish with."""
+    from speechtl.models import load_model
+
+    best = load_model(str(best_dir), device=str(model.device))
+    best.source = model.source
+    return best
 
 
 def _peak_memory(device: torch.device) -> int | None:
