@@ -48,6 +48,30 @@ def build_tiny_whisper(out_dir: Path, texts: list[str] = SENTENCES, vocab_size: 
     return out_dir
 
 
+#: A small wav2vec2 CTC model that learns on CPU in seconds: 20 ms frames from three 16-channel convs.
+TINY_CTC = dict(hidden_size=32, num_layers=2, num_heads=2, conv_dim=16, conv_kernel=(10, 8, 4), conv_stride=(5, 8, 8),
+                num_conv_pos_embeddings=16, hidden_dropout=0.0, attention_dropout=0.0, activation_dropout=0.0,
+                final_dropout=0.0, feat_proj_dropout=0.0, mask_time_prob=0.0, layerdrop=0.0)
+
+
+def build_tiny_ctc(out_dir: Path, texts: list[str] = SENTENCES, **overrides) -> Path:
+    """A randomly initialised wav2vec2 CTC model (d=32, 2 layers) with a character vocabulary from ``texts``."""
+    from speechtl.models.ctc import new_ctc_model
+
+    return new_ctc_model(out_dir, texts, **{**TINY_CTC, **overrides})
+
+
+def spoken(text: str, sr: int = 16000, char_s: float = 0.05, gap_s: float = 0.02) -> np.ndarray:
+    """``text`` as audio a tiny CTC model can learn: one tone per letter (its own pitch), silence for spaces."""
+    alphabet = "abcdefghijklmnopqrstuvwxyz'"
+    t = np.arange(int(char_s * sr)) / sr
+    parts = [np.zeros(int(0.05 * sr))]
+    for ch in text.lower():
+        pitch = 1000 + 150 * alphabet.index(ch) if ch in alphabet else 0.0
+        parts += [0.5 * np.sin(2 * np.pi * pitch * t) if pitch else np.zeros_like(t), np.zeros(int(gap_s * sr))]
+    return np.concatenate(parts).astype(np.float32)
+
+
 def tone(path: Path, seconds: float = 1.0, sr: int = 16000, freq: float = 220.0, channels: int = 1) -> Path:
     t = np.arange(int(seconds * sr)) / sr
     x = 0.3 * np.sin(2 * np.pi * freq * t).astype(np.float32)

@@ -1,8 +1,8 @@
 import numpy as np
 import pytest
 import soundfile as sf
-
 from helpers import tone
+
 from speechtl.features.audio import AudioError, load_audio
 from speechtl.features.batching import length_grouped_batches, sorted_batches
 

@@ -1,8 +1,8 @@
 import json
 
 import pytest
-
 from helpers import tone, write_manifest_rows
+
 from speechtl.data.kaldi import read_kaldi_dir, write_kaldi_dir
 from speechtl.data.manifest import ManifestError, Utterance, parse_manifest, read_manifest, write_manifest
 from speechtl.data.text import normalizer_for

@@ -1,8 +1,8 @@
 import json
 
 import pytest
-
 from helpers import tone, write_manifest_rows
+
 from speechtl.cli import main
 
 

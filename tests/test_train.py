@@ -108,3 +108,13 @@ def test_wise_ft_interpolates_best_with_base(tiny_whisper, toy_manifest, tmp_pat
     torch.testing.assert_close(final[k], 0.5 * best[k] + 0.5 * base[k])
     d = "model.decoder.layers.0.fc1.weight"  # frozen: untouched by training and by the merge
     assert torch.equal(final[d], base[d])
+
+
+def test_model_settings_reach_the_model_and_bad_ones_are_config_errors(tiny_whisper, toy_manifest, tmp_path):
+    model = load_model(str(tiny_whisper))
+    summary = train(model, read_manifest(toy_manifest), tmp_path / "exp",
+                    cfg(max_steps=1, model_settings={"apply_spec_augment": True, "mask_time_prob": 0.05}))
+    assert model.module.config.mask_time_prob == 0.05 and summary["vocabulary"] == "kept"
+    with pytest.raises(ConfigError, match="model_settings: unknown seq2seq model setting"):
+        train(load_model(str(tiny_whisper)), read_manifest(toy_manifest), tmp_path / "exp2",
+              cfg(model_settings={"mask_time_probability": 0.05}))

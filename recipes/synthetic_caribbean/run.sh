@@ -6,6 +6,7 @@
 #   ./run.sh --train-config conf/train_full.yaml --exp exp/full
 # Every option of ../TEMPLATE/asr.sh can be given here.
 set -euo pipefail
+export RECIPE_COMMAND="$0 $*"
 cd "$(dirname "$0")"
 
 general=""

@@ -53,6 +53,8 @@ class TrainConfig:
         "help": "auto (bf16/fp16 on GPU, fp32 on CPU) | no | fp16 | bf16"})
     gradient_checkpointing: bool = False
     num_workers: int = 0
+    model_settings: dict[str, Any] = field(default_factory=dict, metadata={
+        "help": "model config settings for training, e.g. SpecAugment: {mask_time_prob: 0.05, mask_time_length: 10}"})
     wise_alpha: float = field(default=1.0, metadata={
         "help": "final model = alpha * adapted + (1 - alpha) * base (WiSE-FT); 1.0 keeps the adapted weights"})
 
@@ -102,6 +104,10 @@ def _coerce(key: str, value: Any, typ: Any, where: str) -> Any:
         if isinstance(value, bool) != (typ is bool) or not isinstance(value, typ):
             raise ConfigError(f"{where}: '{key}' must be {typ.__name__}, got {type(value).__name__} {value!r}")
         return value
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{where}: '{key}' must be a mapping, got {type(value).__name__} {value!r}")
+        return dict(value)
     if origin in (list, tuple):
         if not isinstance(value, list | tuple):
             raise ConfigError(f"{where}: '{key}' must be a list, got {type(value).__name__} {value!r}")

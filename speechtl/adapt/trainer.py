@@ -25,7 +25,7 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
-from speechtl.adapt.config import TrainConfig, dump_config
+from speechtl.adapt.config import ConfigError, TrainConfig, dump_config
 from speechtl.adapt.merge import interpolate, trainable_snapshot
 from speechtl.adapt.methods import apply_method
 from speechtl.data.manifest import Utterance
@@ -97,11 +97,16 @@ def train(model: SpeechModel, train_utts: Sequence[Utterance], out_dir: str | Pa
             "num_processes": accelerator.num_processes, "mixed_precision": accelerator.mixed_precision,
             "device": str(accelerator.device)}, "base_model": model.source})
     set_seed(cfg.seed)
+    utts = filter_durations(train_utts, cfg, "train")
+    vocabulary = model.fit_vocabulary([u.text for u in utts])
+    try:
+        model.configure(**cfg.model_settings)
+    except ValueError as e:
+        raise ConfigError(f"model_settings: {e}") from e
     counts = apply_method(model, cfg)
     base_weights = trainable_snapshot(model.module) if cfg.wise_alpha < 1.0 else None
     if cfg.gradient_checkpointing:
         model.enable_gradient_checkpointing()
-    utts = filter_durations(train_utts, cfg, "train")
     params = [p for p in model.module.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=cfg.learning_rate, weight_decay=cfg.weight_decay, betas=cfg.adam_betas)
     scheduler = get_scheduler(cfg.lr_scheduler if cfg.lr_scheduler != "constant" else "constant_with_warmup",
@@ -202,8 +207,8 @@ def train(model: SpeechModel, train_utts: Sequence[Utterance], out_dir: str | Pa
                "best_step": state["best_step"], "train_utterances": len(utts),
                "train_hours": round(sum(durations) / 3600, 4), "train_speakers": len({u.speaker for u in utts}),
                "utterances_per_step": per_update * cfg.grad_accum, "seconds": round(time.perf_counter() - t0, 1),
-               "method": cfg.method, "frozen": cfg.freeze, **counts, "base_model": model.source,
-               "peak_memory_bytes": _peak_memory(accelerator.device)}
+               "method": cfg.method, "frozen": cfg.freeze, "vocabulary": vocabulary, **counts,
+               "base_model": model.source, "peak_memory_bytes": _peak_memory(accelerator.device)}
     if main:
         if state["best_step"] is not None:
             summary["best_dev_wer"] = state["best_wer"]

@@ -127,7 +127,7 @@ def parse_manifest(path: str | os.PathLike, check_audio: bool = True) -> tuple[l
                         speaker=obj["speaker"], accent=obj["accent"], offset=float(obj.get("offset", 0.0)),
                         lang=obj.get("lang", "en"), meta=meta, source=where)
         if check_audio:
-            audio = utt.audio_path(path.parent)
+            audio = utt.audio_path(path.resolve().parent)  # as read_manifest resolves it, symlinks too
             if not audio.is_file():
                 errors.append(f"{where}: field 'audio': file not found: {audio}")
                 continue

@@ -21,7 +21,12 @@ from speechtl.models.base import ModelLoadError, SpeechModel, is_checkpoint_dir
 LOG = logging.getLogger("speechtl.models")
 
 #: transformers ``model_type`` → loader returning a SpeechModel.
-FAMILIES: dict[str, str] = {"whisper": "speechtl.models.whisper:WhisperASR"}
+FAMILIES: dict[str, str] = {
+    "whisper": "speechtl.models.whisper:WhisperASR",
+    # transformers *ForCTC models with wav2vec2's layout (conv feature encoder, encoder.layers, lm_head)
+    **{t: "speechtl.models.ctc:CTCASR" for t in ("wav2vec2", "hubert", "wavlm", "data2vec-audio", "wav2vec2-conformer",
+                                                  "unispeech", "unispeech-sat", "sew")},
+}
 
 
 def _offline_whisper_tiny_en() -> Path:

@@ -7,14 +7,46 @@
 from __future__ import annotations
 
 import abc
+import logging
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
+
+LOG = logging.getLogger("speechtl.models")
+
+
+def probability(name: str, value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0.0 <= value <= 1.0:
+        raise ValueError(f"{name} must be a probability in [0, 1], got {value!r}")
+    return float(value)
+
+
+def count(minimum: int) -> Callable[[str, Any], int]:
+    def check(name: str, value: Any) -> int:
+        if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+            raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
+        return value
+
+    return check
+
+
+def flag(name: str, value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise ValueError(f"{name} must be true or false, got {value!r}")
+    return value
+
+
+#: SpecAugment settings, named as transformers' configs name them (Whisper and wav2vec2 alike).
+SPEC_AUGMENT: dict[str, Callable[[str, Any], Any]] = {
+    "apply_spec_augment": flag,
+    "mask_time_prob": probability, "mask_time_length": count(1), "mask_time_min_masks": count(0),
+    "mask_feature_prob": probability, "mask_feature_length": count(1), "mask_feature_min_masks": count(0),
+}
 
 
 class ModelLoadError(ValueError):
@@ -48,6 +80,15 @@ class SpeechModel(abc.ABC):
         """Decoded text for a collated batch (no labels needed)."""
 
     @abc.abstractmethod
+    def fit_vocabulary(self, texts: Sequence[str]) -> str:
+        """Make the output vocabulary able to spell ``texts`` before training on them.
+
+        Returns ``"kept"`` when the pretrained one already can, ``"rebuilt"`` when a new vocabulary
+        (and output layer) had to be made; the caller records which, since a rebuilt head starts
+        from scratch.
+        """
+
+    @abc.abstractmethod
     def parts(self) -> dict[str, list[nn.Parameter]]:
         """Named groups of parameters that a config may freeze (``encoder``, ``decoder``, …)."""
 
@@ -58,6 +99,24 @@ class SpeechModel(abc.ABC):
     @abc.abstractmethod
     def save(self, out_dir: str | os.PathLike) -> None:
         """Write a checkpoint that :func:`speechtl.models.load_model` reads back."""
+
+    #: Model config settings :meth:`configure` may change, with their validators.
+    settings: dict[str, Callable[[str, Any], Any]] = SPEC_AUGMENT
+
+    def configure(self, **settings: Any) -> None:
+        """Change training-time settings on the model config (SpecAugment…); all are checked first.
+
+        Only settings read at each forward are listed, so a loaded model changes without a rebuild,
+        and they are saved with it.
+        """
+        unknown = sorted(set(settings) - set(self.settings))
+        if unknown:
+            raise ValueError(f"unknown {self.family} model setting(s) {unknown}; known: {', '.join(self.settings)}")
+        checked = {name: self.settings[name](name, value) for name, value in settings.items()}  # all or none
+        for name, value in checked.items():
+            setattr(self.module.config, name, value)
+        if checked:
+            LOG.info("%s: %s", self.source, ", ".join(f"{k}={v}" for k, v in checked.items()))
 
     def to(self, device: torch.device | str) -> SpeechModel:
         self.module.to(device)

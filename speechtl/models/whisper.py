@@ -174,6 +174,10 @@ class WhisperASR(SpeechModel):
         seqs = out.sequences if hasattr(out, "sequences") else out
         return [t.strip() for t in self.tokenizer.batch_decode(seqs, skip_special_tokens=True)]
 
+    def fit_vocabulary(self, texts: Sequence[str]) -> str:
+        """Always "kept": Whisper's byte-level BPE spells any text, so its vocabulary never needs rebuilding."""
+        return "kept"
+
     def enable_gradient_checkpointing(self) -> None:
         self.module.config.use_cache = False
         self.module.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})

@@ -164,7 +164,7 @@ def synthesize(text: str, speaker: Speaker, path: Path, espeak: str) -> None:
 def find_espeak() -> str:
     exe = shutil.which("espeak-ng") or shutil.which("espeak")
     if exe is None:
-        raise RuntimeError("espeak-ng is not installed: apt-get install espeak-ng (Debian/Ubuntu) or "
+        raise FileNotFoundError("espeak-ng is not installed: apt-get install espeak-ng (Debian/Ubuntu) or "
                            "brew install espeak-ng (macOS)")
     return exe
 
