@@ -86,16 +86,64 @@ def cmd_prepare(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_report(args: argparse.Namespace) -> int:
-    from speechtl.report.results import write_report
+def _bootstrap(args: argparse.Namespace):
+    from speechtl.evaluate.stats import BootstrapConfig
 
-    roles = dict(r.split("=", 1) for r in args.role)
+    return BootstrapConfig(n_boot=args.n_boot, seed=args.seed, level=args.level)
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from speechtl.report.results import ReportOptions, parse_roles, write_report
+
+    opts = ReportOptions(n_boot=args.n_boot, seed=args.seed, level=args.level,
+                         forgetting_weight=args.forgetting_weight, forgetting_tolerance=args.forgetting_tolerance,
+                         n_worst=args.worst, top=args.top, plots=not args.no_plots)
     path, table = write_report(Path(args.out), args.title, Path(args.before), Path(args.after),
                                Path(args.train) if args.train else None,
-                               Path(args.timings) if args.timings else None, args.command, roles, args.note)
+                               Path(args.timings) if args.timings else None, args.command, parse_roles(args.role),
+                               args.note, opts)
     print(table)
     print(f"\nwrote {path}")
     return 0
+
+
+def cmd_score(args: argparse.Namespace) -> int:
+    from speechtl.evaluate.external import score_external
+    from speechtl.io import setup_logging
+
+    out = Path(args.out)
+    setup_logging(out / "score.log")
+    res = score_external(Path(args.ref), Path(args.hyp), out, args.normalizer, _bootstrap(args), args.missing,
+                         args.jobs, args.label)
+    ci = res["bootstrap"]["wer"]
+    interval = f" [{100 * ci['low']:.2f}, {100 * ci['high']:.2f}]" if ci["low"] is not None else ""
+    print(f"{out}: WER {100 * res['wer']['rate']:.2f}%{interval}  CER {100 * res['cer']['rate']:.2f}%  "
+          f"({res['utterances']} utterances, {res['bootstrap']['speakers']} speakers)")
+    return 0
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    from speechtl.report.compare import compare
+    from speechtl.report.results import parse_roles
+
+    path, text = compare(args.paths, Path(args.out), _bootstrap(args), parse_roles(args.role), args.title,
+                         args.forgetting_weight, args.forgetting_tolerance, plots=not args.no_plots)
+    print(text)
+    print(f"wrote {path}")
+    return 0
+
+
+def _add_stats_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--n-boot", type=int, default=1000, help="bootstrap replicates (speakers resampled)")
+    p.add_argument("--seed", type=int, default=0, help="bootstrap seed; the same seed gives the same figures")
+    p.add_argument("--level", type=float, default=0.95, help="confidence level of the intervals")
+
+
+def _add_forgetting_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--forgetting-weight", type=float, default=1.0,
+                   help="λ: weight of the source damage beyond the tolerance in the forgetting score")
+    p.add_argument("--forgetting-tolerance", type=float, default=0.05,
+                   help="τ: relative WER increase on source/general sets tolerated without penalty (0.05 = 5%%)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -134,17 +182,53 @@ def build_parser() -> argparse.ArgumentParser:
         corpus.add_arguments(c)
     pr.set_defaults(func=cmd_prepare)
 
-    r = sub.add_parser("report", help="before/after tables, RESULTS.md and results.json")
+    r = sub.add_parser("report", help="before/after tables with speaker-bootstrap CIs, forgetting score, error "
+                       "analysis, plots, RESULTS.md and results.json")
     r.add_argument("--before", required=True, help="dir of <test set>/scores.json from the base model")
     r.add_argument("--after", required=True, help="dir of <test set>/scores.json from the adapted model")
-    r.add_argument("--train", default=None, help="training experiment dir (for its summary.json)")
+    r.add_argument("--train", default=None, help="training experiment dir (summary.json, config.yaml, env.json)")
     r.add_argument("--timings", default=None, help="stage<TAB>seconds file written by the recipe")
     r.add_argument("--command", default=None, help="the command that produced the run, quoted in the report")
-    r.add_argument("--role", action="append", default=[], metavar="SET=ROLE", help="e.g. test_us=source")
+    r.add_argument("--role", action="append", default=[], metavar="SET=ROLE",
+                   help="target, source, general or test, e.g. test_us=source")
     r.add_argument("--note", action="append", default=[], help="a line for the report's notes")
     r.add_argument("--title", default="Results")
-    r.add_argument("--out", required=True, help="dir for RESULTS.md and results.json")
+    r.add_argument("--out", required=True, help="dir for RESULTS.md, results.json, plots/ and scoring/")
+    _add_stats_options(r)
+    _add_forgetting_options(r)
+    r.add_argument("--worst", type=int, default=5, help="worst utterances shown aligned, per test set")
+    r.add_argument("--top", type=int, default=10, help="most frequent errors / fixed / broken words listed")
+    r.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
     r.set_defaults(func=cmd_report)
+
+    s = sub.add_parser("score", help="score hypotheses from any recogniser (JSON Lines or Kaldi text) against a "
+                       "manifest, with the same normalisation and statistics as eval")
+    s.add_argument("--ref", required=True, help="reference manifest (audio files need not exist)")
+    s.add_argument("--hyp", required=True, help='hypotheses: JSON Lines {"id", "hyp" or "text"}, or Kaldi text '
+                   "lines 'utt-id words...'")
+    s.add_argument("--out", required=True, help="output dir: hyp.jsonl, scores.json, per_utt, per_spk, ops, wer, "
+                   "wer_bootci")
+    s.add_argument("--normalizer", default="whisper", choices=["whisper", "none"])
+    s.add_argument("--missing", default="error", choices=["error", "empty"],
+                   help="an utterance without hypothesis: stop with an error naming it, or score it as empty")
+    s.add_argument("--jobs", type=int, default=0,
+                   help="processes for normalisation and alignment of large sets (0: one per CPU core)")
+    s.add_argument("--label", default=None, help="system name recorded as scores.json's model (default: --hyp)")
+    _add_stats_options(s)
+    s.set_defaults(func=cmd_score)
+
+    c = sub.add_parser("compare", help="leaderboards of several runs or systems per test set, best first, with "
+                       "speaker-bootstrap CIs; COMPARE.md, compare.json, WER vs trainable parameters plot")
+    c.add_argument("paths", nargs="+", metavar="[LABEL=]PATH",
+                   help="experiment dir (eval/{before,after}/<set>), dir of <set>/ evaluations, or one set's dir")
+    c.add_argument("--out", required=True, help="dir for COMPARE.md, compare.json and plots/")
+    c.add_argument("--role", action="append", default=[], metavar="SET=ROLE",
+                   help="role of a test set (default: from each experiment's results.json)")
+    c.add_argument("--title", default="Comparison")
+    _add_stats_options(c)
+    _add_forgetting_options(c)
+    c.add_argument("--no-plots", action="store_true", help="skip the PNG plot")
+    c.set_defaults(func=cmd_compare)
     return p
 
 
@@ -154,13 +238,10 @@ def main(argv: list[str] | None = None) -> int:
         import torch
 
         args.device = "cuda" if torch.cuda.is_available() else "cpu"
-    from speechtl.data.manifest import ManifestError
-    from speechtl.features.audio import AudioError
-    from speechtl.models.base import ModelLoadError
-
     try:
         return args.func(args)
-    except (ManifestError, AudioError, ModelLoadError, ValueError, FileNotFoundError) as e:
+    # ManifestError, AudioError, ConfigError and ModelLoadError are ValueErrors: bad input, said plainly.
+    except (ValueError, FileNotFoundError) as e:
         print(f"speechtl {args.command}: error: {e}", file=sys.stderr)
         return 2
 

@@ -38,7 +38,17 @@ def test_recipe_end_to_end_then_stages_rerun_as_noops(tiny_whisper, espeak, tmp_
     assert not (exp / "eval" / "before" / "general").exists()
     assert "general set was skipped" in text
     data = json.loads((exp / "results.json").read_text())
-    assert data["schema_version"] == 1 and data["train"]["steps"] == 4
+    assert data["schema_version"] == 2 and data["train"]["steps"] == 4
+    car = data["test_sets"]["test_caribbean"]
+    one_speaker = len(car["after"]["per_speaker"]) == 1  # the miniature corpus: speakers, or one speaker's utts
+    assert car["statistics"]["wer"]["block_unit"] == ("utterance" if one_speaker else "speaker")
+    assert car["statistics"]["wer"]["blocks"] == (car["after"]["utterances"] if one_speaker
+                                                  else len(car["after"]["per_speaker"]))
+    assert data["forgetting"]["target_sets"] == ["test_caribbean"] and data["forgetting"]["source_sets"] == ["test_us"]
+    assert "## Forgetting" in text and "P(after better)" in text and "## Error analysis" in text
+    for png in ("wer_per_accent.png", "speaker_scatter.png"):  # linked from RESULTS.md, copied beside its copy
+        assert f"](plots/{png})" in text and (tmp_path / "plots" / png).is_file() and (exp / "plots" / png).is_file()
+    assert (exp / "scoring" / "test_us" / "after" / "per_spk").is_file()
     stamps = {p: p.stat().st_mtime_ns for p in exp.rglob("*") if p.suffix in (".json", ".wav", ".safetensors")
               and "results.json" not in p.name}
     res = run_recipe(*common, "--stage", 0, "--stop-stage", 3)

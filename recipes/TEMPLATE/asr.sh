@@ -11,6 +11,7 @@
 #
 # Called from a recipe's run.sh as: TEMPLATE/asr.sh --model M --train-config conf/x.yaml ... "$@"
 set -euo pipefail
+command_line="${RECIPE_COMMAND:-$0 $*}"  # what the user typed (run.sh sets it), for the report
 
 stage=0
 stop_stage=4
@@ -40,7 +41,7 @@ while [ $# -gt 0 ]; do
     *) echo "$0: unexpected argument '$1' (see --help)" >&2; exit 2 ;;
   esac
   var="${name#--}"; var="${var//-/_}"
-  if ! declare -p "$var" >/dev/null 2>&1 || [[ "$var" == name || "$var" == value || "$var" == var ]]; then
+  if ! declare -p "$var" >/dev/null 2>&1 || [[ "$var" == name || "$var" == value || "$var" == var || "$var" == command_line ]]; then
     echo "$0: unknown option $name (see --help)" >&2; exit 2
   fi
   printf -v "$var" '%s' "$value"
@@ -55,7 +56,7 @@ command -v speechtl >/dev/null || {
 
 data="$exp/data"
 mkdir -p "$exp"
-echo "$0 $*" > "$exp/command.txt"
+echo "$command_line" > "$exp/command.txt"
 device_args=(); [ -n "$device" ] && device_args=(--device "$device")
 
 sets=($test_sets)
@@ -83,7 +84,7 @@ evaluate_all() {  # evaluate_all MODEL before|after
   done
 }
 
-report() {
+report() {  # RESULTS.md (speaker-bootstrap CIs, forgetting score, error analysis, plots/), results.json, scoring/
   local role_args=() notes=()
   for r in $roles; do role_args+=(--role "$r"); done
   [ -n "$general_manifest" ] && role_args+=(--role general=general) || \
@@ -91,7 +92,13 @@ report() {
   speechtl report --before "$exp/eval/before" --after "$exp/eval/after" --train "$exp/train" \
     --timings "$exp/timings.tsv" --command "$(cat "$exp/command.txt")" --title "$title" \
     "${role_args[@]}" "${notes[@]}" --out "$exp"
-  if [ -n "$results_md" ]; then cp "$exp/RESULTS.md" "$results_md"; echo "wrote $results_md"; fi
+  if [ -n "$results_md" ] && [ "$(realpath -m "$results_md")" != "$(realpath -m "$exp/RESULTS.md")" ]; then
+    cp "$exp/RESULTS.md" "$results_md"
+    if [ -d "$exp/plots" ]; then  # RESULTS.md links plots/*.png: the copy gets them beside it
+      mkdir -p "$(dirname "$results_md")/plots" && cp "$exp"/plots/*.png "$(dirname "$results_md")/plots/"
+    fi
+    echo "wrote $results_md"
+  fi
 }
 
 train_extra=($train_args)

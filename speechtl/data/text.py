@@ -9,7 +9,7 @@ spelling table, so it works offline); other languages use Whisper's basic normal
 from __future__ import annotations
 
 from collections.abc import Callable
-from functools import cache
+from functools import cache, lru_cache
 
 Normalizer = Callable[[str], str]
 
@@ -29,4 +29,5 @@ def normalizer_for(lang: str = "en", kind: str = "whisper") -> Normalizer:
         from whisper_normalizer.basic import BasicTextNormalizer
 
         norm = BasicTextNormalizer()
-    return lambda s: " ".join(norm(s).split())
+    # Cached: corpora repeat their prompts, and the English normaliser costs ~250 µs a call.
+    return lru_cache(maxsize=1 << 17)(lambda s: " ".join(norm(s).split()))

@@ -101,13 +101,21 @@ class Scores:
                    for g, d in self.groups.items()}}
 
 
+def row_word_counts(row: dict) -> ErrorCounts:
+    """Word counts of a scored row: the ones it carries (``sub``/``del``/``ins``/``ref_words``) or fresh ones."""
+    if "ref_words" in row:
+        hits = row["ref_words"] - row["sub"] - row["del"]
+        return ErrorCounts(row["sub"], row["del"], row["ins"], hits, 1)
+    return word_counts(row["ref_norm"], row["hyp_norm"])
+
+
 def score_rows(rows: Iterable[dict], group_by: Sequence[str] = ("speaker", "accent")) -> Scores:
-    """Score rows carrying ``ref_norm``, ``hyp_norm`` and the ``group_by`` keys."""
+    """Score rows carrying ``ref_norm``, ``hyp_norm`` and the ``group_by`` keys (word counts reused if present)."""
     total_w, total_c = ErrorCounts(), ErrorCounts()
     groups: dict[str, dict[str, dict[str, ErrorCounts]]] = {
         g: defaultdict(lambda: {"wer": ErrorCounts(), "cer": ErrorCounts()}) for g in group_by}
     for row in rows:
-        w = word_counts(row["ref_norm"], row["hyp_norm"])
+        w = row_word_counts(row)
         c = char_counts(row["ref_norm"], row["hyp_norm"])
         total_w, total_c = total_w + w, total_c + c
         for g in group_by:

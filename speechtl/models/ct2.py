@@ -202,7 +202,6 @@ def convert_ct2_whisper(ct2_dir: str | os.PathLike, out_dir: str | os.PathLike) 
                          # English-only checkpoints list language ids too, but their vocabulary is one short
                          lang_ids=ct2_config.get("lang_ids", []) if sizes["vocab_size"] >= 51865 else [])
     with atomic_dir(out_dir) as tmp:
-        tmp.chmod(0o755)
         model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
         WhisperFeatureExtractor(feature_size=sizes["num_mel_bins"]).save_pretrained(tmp)

@@ -1,0 +1,177 @@
+"""speechtl score (hypotheses from any recogniser) and speechtl compare (leaderboards across runs)."""
+
+import json
+
+import jiwer
+import pytest
+from fabricate_eval import hypotheses, make_utterances, write_eval, write_experiment, write_manifest
+
+from speechtl.cli import main
+from speechtl.data.text import normalizer_for
+from speechtl.evaluate import external
+
+SPK = {"car_a": "caribbean", "car_b": "caribbean", "car_c": "caribbean", "jam_a": "jamaican"}
+PNG = b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.fixture
+def corpus(tmp_path):
+    utts = make_utterances(SPK, per_speaker=6, seed=0)
+    utts[0].text = "Mr. Smith's boat sails at 10 o'clock!"  # something for the normaliser to do
+    hyps = hypotheses(utts, {s: 0.2 + 0.05 * i for i, s in enumerate(SPK)}, seed=1)
+    hyps[utts[0].id] = "mister smiths boat sails at ten oclock"
+    return utts, hyps, write_manifest(tmp_path / "m" / "test_caribbean.jsonl", utts)
+
+
+def score(*args):
+    return main(["score", *map(str, args)])
+
+
+def test_score_jsonl_and_kaldi_text_agree_and_match_jiwer(corpus, tmp_path):
+    utts, hyps, manifest = corpus
+    jl = tmp_path / "hyp.jsonl"
+    jl.write_text("".join(json.dumps({"id": k, "text" if i % 2 else "hyp": v}) + "\n"
+                          for i, (k, v) in enumerate(hyps.items())))
+    kaldi = tmp_path / "text"
+    kaldi.write_text("".join(f"{k} {v}\n" for k, v in reversed(hyps.items())))
+    assert score("--ref", manifest, "--hyp", jl, "--out", tmp_path / "a" / "test_caribbean") == 0
+    assert score("--ref", manifest, "--hyp", kaldi, "--out", tmp_path / "b" / "test_caribbean") == 0
+    sa = json.loads((tmp_path / "a" / "test_caribbean" / "scores.json").read_text())
+    sb = json.loads((tmp_path / "b" / "test_caribbean" / "scores.json").read_text())
+    for k in ("wer", "cer", "per_speaker", "per_accent", "bootstrap"):
+        assert sa[k] == sb[k]
+    norm = normalizer_for("en", "whisper")
+    refs, hs = [norm(u.text) for u in utts], [norm(hyps[u.id]) for u in utts]
+    assert sa["wer"]["rate"] == pytest.approx(jiwer.wer(refs, hs))
+    assert sa["cer"]["rate"] == pytest.approx(jiwer.cer(refs, hs))
+    assert sa["wer"]["sub"] == jiwer.process_words(refs, hs).substitutions
+    ci = sa["bootstrap"]["wer"]
+    assert sa["bootstrap"]["speakers"] == 4 and ci["low"] < sa["wer"]["rate"] < ci["high"]
+    d = tmp_path / "a" / "test_caribbean"
+    for f in ("hyp.jsonl", "per_utt", "per_spk", "ops", "wer", "wer_bootci"):
+        assert (d / f).is_file(), f
+    assert (d / "per_utt").read_text().count("#csid") == len(utts)
+    assert (d / "wer").read_text().startswith(f"%WER {100 * sa['wer']['rate']:.2f} ")
+    assert "95% Conf Interval [" in (d / "wer_bootci").read_text()
+
+
+def test_score_names_missing_extra_and_duplicate_ids(corpus, tmp_path, capsys):
+    utts, hyps, manifest = corpus
+    lines = [f"{k} {v}" for k, v in hyps.items()]
+    missing = tmp_path / "missing.txt"
+    missing.write_text("\n".join(lines[:5] + lines[6:]) + "\n")
+    assert score("--ref", manifest, "--hyp", missing, "--out", tmp_path / "o") == 2
+    err = capsys.readouterr().err
+    assert f"'{utts[5].id}'" in err and str(missing) in err and "no hypothesis for 1 utterance" in err
+    extra = tmp_path / "extra.txt"
+    extra.write_text("\n".join([*lines, "ghost-007 hello"]) + "\n")
+    assert score("--ref", manifest, "--hyp", extra, "--out", tmp_path / "o") == 2
+    assert "'ghost-007'" in capsys.readouterr().err
+    dup = tmp_path / "dup.txt"
+    dup.write_text("\n".join([*lines, lines[2]]) + "\n")
+    assert score("--ref", manifest, "--hyp", dup, "--out", tmp_path / "o") == 2
+    assert f"{dup}:{len(lines) + 1}: duplicate utterance id '{utts[2].id}' (first on line 3)" in \
+        capsys.readouterr().err
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"id": "a", "hyp": "x"}\n{"id": "b"\n')
+    assert score("--ref", manifest, "--hyp", bad, "--out", tmp_path / "o") == 2
+    assert f"{bad}:2: not valid JSON" in capsys.readouterr().err
+    # --missing empty scores the absent hypothesis as all deletions
+    assert score("--ref", manifest, "--hyp", missing, "--out", tmp_path / "e", "--missing", "empty") == 0
+    row = next(json.loads(x) for x in (tmp_path / "e" / "hyp.jsonl").read_text().splitlines()
+               if json.loads(x)["id"] == utts[5].id)
+    assert row["hyp"] == "" and row["del"] == row["ref_words"] > 0
+
+
+def test_parallel_scoring_equals_serial(corpus, monkeypatch, tmp_path):
+    utts, hyps, _ = corpus
+    from speechtl.evaluate.decode import score_hypotheses, write_per_utt
+
+    monkeypatch.setattr(external, "PARALLEL_MIN_UTTS", 2)
+    par = external.score_parallel(utts, hyps, "whisper", jobs=2)
+    ser = external.score_parallel(utts, hyps, "whisper", jobs=1)
+    rows, scores = score_hypotheses(utts, hyps, "whisper")
+    assert par.rows == ser.rows == rows and par.scores.to_dict() == ser.scores.to_dict() == scores.to_dict()
+    write_per_utt(rows, tmp_path / "per_utt")
+    assert par.per_utt == ser.per_utt == (tmp_path / "per_utt").read_text()
+    assert par.ops == ser.ops and sum(par.ops.substitutions.values()) == scores.wer.sub
+
+
+def build_runs(tmp_path):
+    """Two experiments on the same sets from the same base, and an external system scored on one set."""
+    car = make_utterances(SPK, per_speaker=6, seed=0)
+    us = make_utterances({"us_a": "us", "us_b": "us", "us_c": "us"}, per_speaker=6, seed=1)
+    base_car = hypotheses(car, {s: 0.4 for s in SPK}, 2)
+    base_us = hypotheses(us, {"us_a": 0.05, "us_b": 0.05, "us_c": 0.05}, 3)
+    small = write_experiment(tmp_path / "lora", {
+        "test_caribbean": (car, base_car, hypotheses(car, {s: 0.2 for s in SPK}, 4)),
+        "test_us": (us, base_us, hypotheses(us, {"us_a": 0.12, "us_b": 0.12, "us_c": 0.12}, 5))},
+        method="lora", trainable=5_000)
+    full = write_experiment(tmp_path / "full", {
+        "test_caribbean": (car, base_car, hypotheses(car, {s: 0.1 for s in SPK}, 6)),
+        "test_us": (us, base_us, hypotheses(us, {"us_a": 0.3, "us_b": 0.3, "us_c": 0.3}, 7))},
+        method="full", trainable=90_000)
+    ext = write_eval(tmp_path / "kaldi" / "test_caribbean", car, hypotheses(car, {s: 0.3 for s in SPK}, 8), "kaldi")
+    return small, full, ext
+
+
+def test_compare_leaderboards_best_first_with_intervals(tmp_path, capsys):
+    small, full, ext = build_runs(tmp_path)
+    out = tmp_path / "cmp"
+    assert main(["compare", str(small), str(full), f"kaldi-tdnn={ext}", "--out", str(out), "--n-boot", "300",
+                 "--role", "test_caribbean=target", "--role", "test_us=source"]) == 0
+    printed = capsys.readouterr().out
+    data = json.loads((out / "compare.json").read_text())
+    board = data["leaderboards"]["test_caribbean"]
+    ranking = [e["system"] for e in board["ranking"]]
+    assert ranking == ["full", "lora", "kaldi-tdnn", "base: base-model"]  # base listed once for both runs
+    wers = [e["wer"]["value"] for e in board["ranking"]]
+    assert wers == sorted(wers)
+    assert all(e["wer"]["low"] <= e["wer"]["value"] <= e["wer"]["high"] for e in board["ranking"])
+    assert board["ranking"][0]["vs_best"] is None
+    assert board["ranking"][-1]["vs_best"]["p_after_better"] == 0.0
+    assert data["leaderboards"]["test_us"]["absent"] == ["kaldi-tdnn"]
+    assert [e["system"] for e in data["leaderboards"]["test_us"]["ranking"]] == ["base: base-model", "lora", "full"]
+    base = next(s for s in data["systems"] if s["kind"] == "base")
+    assert base["base_of"] == ["lora", "full"]
+    assert {s["label"]: s["trainable_parameters"] for s in data["systems"]}["full"] == 90_000
+    fs = data["forgetting"]
+    assert set(fs) == {"lora", "full"} and fs["lora"]["score"]["value"] > fs["full"]["score"]["value"]
+    md = (out / "COMPARE.md").read_text()
+    assert "### test_caribbean (target)" in md and "| 1 | full | full (frozen: decoder) | 90,000 |" in md
+    assert "](plots/wer_vs_params.png)" in md and (out / "plots" / "wer_vs_params.png").read_bytes().startswith(PNG)
+    assert "| 1 | full |" in printed
+
+
+def test_compare_intervals_match_report_and_score(tmp_path):
+    """The same evaluation gets the same interval from report, compare and score (seeds derive from the set)."""
+    small, _, _ = build_runs(tmp_path)
+    assert main(["report", "--before", str(small / "eval" / "before"), "--after", str(small / "eval" / "after"),
+                 "--role", "test_caribbean=target", "--out", str(small), "--n-boot", "300", "--no-plots"]) == 0
+    assert main(["compare", str(small), "--out", str(tmp_path / "cmp"), "--n-boot", "300", "--no-plots"]) == 0
+    rep = json.loads((small / "results.json").read_text())["test_sets"]["test_caribbean"]["statistics"]["wer"]
+    cmp = json.loads((tmp_path / "cmp" / "compare.json").read_text())
+    ranking = {e["system"]: e for e in cmp["leaderboards"]["test_caribbean"]["ranking"]}
+    assert ranking["lora"]["wer"] == rep["after"] and ranking["lora (before)"]["wer"] == rep["before"]
+    assert cmp["roles"]["test_caribbean"] == "target"  # taken from the run's own results.json
+
+
+def test_compare_names_a_missing_or_changed_utterance(tmp_path, capsys):
+    small, full, ext = build_runs(tmp_path)
+    rows = (ext / "hyp.jsonl").read_text().splitlines()
+    gone = json.loads(rows[7])["id"]
+    (ext / "hyp.jsonl").write_text("\n".join(rows[:7] + rows[8:]) + "\n")
+    assert main(["compare", str(small), str(ext.parent), "--out", str(tmp_path / "c")]) == 2
+    err = capsys.readouterr().err
+    assert f"'{gone}'" in err and "missing from" in err and str(ext / "hyp.jsonl") in err
+    changed = json.loads(rows[2])
+    changed["ref_norm"] = "something else entirely"
+    (ext / "hyp.jsonl").write_text("\n".join(rows[:2] + [json.dumps(changed)] + rows[3:]) + "\n")
+    assert main(["compare", str(small), str(ext.parent), "--out", str(tmp_path / "c")]) == 2
+    err = capsys.readouterr().err
+    assert f"utterance '{changed['id']}' has a different reference" in err
+    assert main(["compare", str(tmp_path / "nowhere"), "--out", str(tmp_path / "c")]) == 2
+    assert "not a directory" in capsys.readouterr().err
+    (tmp_path / "empty").mkdir()
+    assert main(["compare", str(tmp_path / "empty"), "--out", str(tmp_path / "c")]) == 2
+    assert "found no evaluations" in capsys.readouterr().err
