@@ -6,7 +6,9 @@ Makes ``--n`` short espeak-ng en-us utterances, then times, on the same warm pro
   * ``pipeline("automatic-speech-recognition", model=DIR)`` called on the list of arrays, defaults;
   * speechtl's decoding path (``transcribe_utterances``, default DecodeOptions: length-sorted batches of 16);
   * for attribution, speechtl at batch size 1, and CTranslate2's runtime (the correctness reference).
-Each timing is the best of ``--repeats``. Writes ``benchmarks/results/eval_speed.{json,md}``: the
+The pipeline decodes Whisper with a beam of 5 by default, speechtl greedily; both are also timed with
+the other's decoding, so the ratio is shown like for like too. Each default timing is the best of
+``--repeats``. Writes ``benchmarks/results/eval_speed.{json,md}``: the
 speed ratio, both WERs, and which transcripts differ, with the settings behind the differences.
 """
 
@@ -77,17 +79,30 @@ def main() -> None:
         pipe_hyps = {u.id: o["text"].strip() for u, o in zip(utts, out, strict=True)}
         t_ours, ours = best_of(args.repeats, lambda: transcribe_utterances(model, utts, DecodeOptions()))
         t_b1, ours_b1 = best_of(1, lambda: transcribe_utterances(model, utts, DecodeOptions(batch_size=1)))
+        # the same decoding on both sides: the pipeline's default beam of 5, and greedy
+        beams = pipeline_settings(pipe)["generate_kwargs"].get("num_beams", 1)
+        t_ours_beam, ours_beam = best_of(1, lambda: transcribe_utterances(model, utts, DecodeOptions(num_beams=beams)))
+        t_pipe_greedy, out_g = best_of(1, lambda: pipe([{"raw": a, "sampling_rate": 16000} for a in audios],
+                                                       generate_kwargs={"num_beams": 1}))
+        pipe_greedy = {u.id: o["text"].strip() for u, o in zip(utts, out_g, strict=True)}
         ref_hyps = ctranslate2_reference(args.model, model, audios, utts)
     norm = normalizer_for("en")
     wer = {name: score_hypotheses(utts, h)[1].wer.rate
-           for name, h in (("pipeline", pipe_hyps), ("speechtl", ours), ("speechtl_batch1", ours_b1))}
+           for name, h in (("pipeline", pipe_hyps), ("speechtl", ours), ("speechtl_batch1", ours_b1),
+                           ("pipeline_greedy", pipe_greedy), (f"speechtl_beam{beams}", ours_beam))}
     diff = [u.id for u in utts if norm(pipe_hyps[u.id]) != norm(ours[u.id])]
     diff_raw = [u.id for u in utts if pipe_hyps[u.id] != ours[u.id]]
     result = {
         "model": model.source, "utterances": len(utts), "audio_seconds": round(sum(u.duration for u in utts), 2),
         "repeats": args.repeats, "threads": torch.get_num_threads(),
-        "seconds": {"pipeline": round(t_pipe, 3), "speechtl": round(t_ours, 3), "speechtl_batch1": round(t_b1, 3)},
-        "speedup_vs_pipeline": round(t_pipe / t_ours, 2), "wer": wer,
+        "seconds": {"pipeline": round(t_pipe, 3), "speechtl": round(t_ours, 3), "speechtl_batch1": round(t_b1, 3),
+                    "pipeline_greedy": round(t_pipe_greedy, 3), f"speechtl_beam{beams}": round(t_ours_beam, 3)},
+        "speedup_vs_pipeline": round(t_pipe / t_ours, 2),
+        "speedup_same_decoding": {"greedy": round(t_pipe_greedy / t_ours, 2),
+                                  f"beam{beams}": round(t_pipe / t_ours_beam, 2)},
+        "pipeline_beams": beams, "wer": wer,
+        "differ_same_decoding": {"greedy": sum(pipe_greedy[u.id] != ours[u.id] for u in utts),
+                                 f"beam{beams}": sum(pipe_hyps[u.id] != ours_beam[u.id] for u in utts)},
         "differ_from_pipeline": {"raw": len(diff_raw), "after_normalisation": len(diff)},
         "speechtl_batched_vs_batch1_differ": sum(ours[u.id] != ours_b1[u.id] for u in utts),
         "output_words": {"pipeline": sum(len(h.split()) for h in pipe_hyps.values()),
@@ -101,11 +116,12 @@ def main() -> None:
         result["match_ctranslate2_reference"] = {
             "speechtl": sum(ours[u.id] == ref_hyps[u.id] for u in utts),
             "speechtl_batch1": sum(ours_b1[u.id] == ref_hyps[u.id] for u in utts),
-            "pipeline": sum(pipe_hyps[u.id] == ref_hyps[u.id] for u in utts)}
+            "pipeline": sum(pipe_hyps[u.id] == ref_hyps[u.id] for u in utts),
+            "pipeline_greedy": sum(pipe_greedy[u.id] == ref_hyps[u.id] for u in utts)}
     write_json(Path(args.out).with_suffix(".json"), result)
     write_markdown(Path(args.out).with_suffix(".md"), result)
-    print(json.dumps({k: result[k] for k in ("seconds", "speedup_vs_pipeline", "wer", "differ_from_pipeline",
-                                             "speechtl_batched_vs_batch1_differ")}, indent=1))
+    print(json.dumps({k: result[k] for k in ("seconds", "speedup_vs_pipeline", "speedup_same_decoding", "wer",
+                                             "differ_from_pipeline", "differ_same_decoding")}, indent=1))
     print("reference matches:", result.get("match_ctranslate2_reference"))
 
 
@@ -116,10 +132,12 @@ def resolve_local_for(model_id: str, model) -> Path:
 
 
 def pipeline_settings(pipe) -> dict:
+    """What the pipeline decodes with by default: transformers 5 gives Whisper a beam of 5 there."""
     gen = pipe.model.generation_config
+    prepare = getattr(pipe, "_prepare_generate_kwargs", None)
     return {"batch_size": pipe._batch_size or 1, "chunk_length_s": pipe._preprocess_params.get("chunk_length_s"),
             "forward_params": {k: str(v) for k, v in pipe._forward_params.items()},
-            "num_beams": gen.num_beams, "max_length": gen.max_length}
+            "generate_kwargs": prepare({}) if prepare else {}, "max_length": gen.max_length}
 
 
 def ctranslate2_reference(model_id, model, audios, utts) -> dict[str, str] | None:
@@ -141,7 +159,7 @@ def ctranslate2_reference(model_id, model, audios, utts) -> dict[str, str] | Non
 
 
 def write_markdown(path: Path, r: dict) -> None:
-    s = r["seconds"]
+    s, b = r["seconds"], r["pipeline_beams"]
     lines = [
         "# speechtl eval vs transformers pipeline", "",
         f"Written by `python benchmarks/eval_speed.py` on {time.strftime('%Y-%m-%d')}; model `{r['model']}`, "
@@ -153,7 +171,16 @@ def write_markdown(path: Path, r: dict) -> None:
         f"| speechtl eval (batches of 16) | {s['speechtl']:.2f} | {100 * r['wer']['speechtl']:.1f}% | "
         f"{r['output_words']['speechtl']} |",
         f"| speechtl eval, batch size 1 | {s['speechtl_batch1']:.2f} | {100 * r['wer']['speechtl_batch1']:.1f}% | |",
-        "", f"**Speed-up over the pipeline: {r['speedup_vs_pipeline']:.2f}x.**", "",
+        f"| transformers pipeline, greedy (num_beams=1) | {s['pipeline_greedy']:.2f} | "
+        f"{100 * r['wer']['pipeline_greedy']:.1f}% | |",
+        f"| speechtl eval --beams {b} | {s[f'speechtl_beam{b}']:.2f} | {100 * r['wer'][f'speechtl_beam{b}']:.1f}% | |",
+        "", f"**Speed-up over the pipeline, each with its defaults: {r['speedup_vs_pipeline']:.2f}x.** "
+        f"With the same decoding on both sides: greedy {r['speedup_same_decoding']['greedy']:.2f}x, beam {b} "
+        f"{r['speedup_same_decoding'][f'beam{b}']:.2f}x.", "",
+        f"The settings behind the differing transcripts: the pipeline decodes Whisper with a beam of {b} by default "
+        f"(`{json.dumps(r['pipeline_settings']['generate_kwargs'])}`), speechtl greedily unless `--beams` is given. "
+        f"With the same decoding, {r['differ_same_decoding']['greedy']} (greedy) and "
+        f"{r['differ_same_decoding'][f'beam{b}']} (beam {b}) of {r['utterances']} transcripts differ.", "",
         f"Transcripts differing from the pipeline's: {r['differ_from_pipeline']['raw']} of {r['utterances']} "
         f"({r['differ_from_pipeline']['after_normalisation']} after normalisation). speechtl batched vs batch 1: "
         f"{r['speechtl_batched_vs_batch1_differ']} differ.", ""]
@@ -161,7 +188,9 @@ def write_markdown(path: Path, r: dict) -> None:
         m = r["match_ctranslate2_reference"]
         lines += [f"Identical to CTranslate2's greedy transcripts (the correctness reference): speechtl "
                   f"{m['speechtl']}/{r['utterances']}, speechtl batch 1 {m['speechtl_batch1']}/{r['utterances']}, "
-                  f"pipeline {m['pipeline']}/{r['utterances']}.", ""]
+                  f"pipeline {m['pipeline']}/{r['utterances']}, "
+                  f"pipeline greedy {m['pipeline_greedy']}/{r['utterances']}.",
+                  ""]
     lines += ["Pipeline settings: `" + json.dumps(r["pipeline_settings"]) + "`", ""]
     if r["examples"]:
         lines += ["| id | reference | pipeline | speechtl |", "|---|---|---|---|"]

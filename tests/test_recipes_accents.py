@@ -65,7 +65,7 @@ def test_stage0_on_miniatures(recipe, sources, tmp_path):
     assert all(sets.values())
     assert mini.tree(RECIPES / recipe) == recipe_before and mini.tree(sources["l2arctic"].parent) == sources_before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["exp"]  # no hf_home: datasets cached nothing elsewhere
-    assert {p.name for p in exp.iterdir()} == {"data", "command.txt", "timings.tsv"}  # the template's own files
+    assert {p.name for p in exp.iterdir()} == {"data", "commands.txt", "timings.tsv"}  # the template's own files
     assert (data / "summary.tsv").is_file()
     if recipe == "indian_english":  # two corpora in one folder: a second run changes nothing
         stamps = {k: v for k, v in mini.tree(data).items() if k != "prepare.log"}

@@ -56,7 +56,9 @@ command -v speechtl >/dev/null || {
 
 data="$exp/data"
 mkdir -p "$exp"
-echo "$command_line" > "$exp/command.txt"
+# Every invocation, with the stages it ran: a report made by a later partial run still names the run behind it.
+echo "# $(date '+%Y-%m-%d %H:%M') stages $stage-$stop_stage" >> "$exp/commands.txt"
+echo "$command_line" >> "$exp/commands.txt"
 device_args=(); [ -n "$device" ] && device_args=(--device "$device")
 
 sets=($test_sets)
@@ -90,7 +92,7 @@ report() {  # RESULTS.md (speaker-bootstrap CIs, forgetting score, error analysi
   [ -n "$general_manifest" ] && role_args+=(--role general=general) || \
     notes+=(--note "The real-speech general set was skipped: no --general-manifest was given.")
   speechtl report --before "$exp/eval/before" --after "$exp/eval/after" --train "$exp/train" \
-    --timings "$exp/timings.tsv" --command "$(cat "$exp/command.txt")" --title "$title" \
+    --timings "$exp/timings.tsv" --command "$(cat "$exp/commands.txt")" --title "$title" \
     "${role_args[@]}" "${notes[@]}" --out "$exp"
   if [ -n "$results_md" ] && [ "$(realpath -m "$results_md")" != "$(realpath -m "$exp/RESULTS.md")" ]; then
     cp "$exp/RESULTS.md" "$results_md"

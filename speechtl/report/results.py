@@ -376,7 +376,11 @@ def train_lines(train: dict) -> list[str]:
             f"- training data: {train.get('train_utterances')} utterances, {60 * train.get('train_hours', 0):.1f} min, "
             f"{_n(train.get('train_speakers', 0), 'speaker')}",
             f"- steps: {train.get('steps')} of {train.get('utterances_per_step')} utterances; best dev WER "
-            f"{pct(best)}% at step {train.get('best_step')}", ""]
+            f"{pct(best)}% at step {train.get('best_step')}",
+            *([f"- final model: WiSE-FT, {train['wise_alpha']:g} × adapted + {1 - train['wise_alpha']:g} × base "
+               f"weights; dev WER {pct(train.get('final_dev_wer'))}% (the adapted weights alone: {pct(best)}%)"]
+              if train.get("wise_alpha") is not None else []),
+            *([f"- vocabulary: {train['vocabulary']}"] if train.get("vocabulary") == "rebuilt" else []), ""]
 
 
 def forgetting_lines(fs: ForgettingScore | None, results: list[TestSetResult], level: float = 0.95) -> list[str]:
