@@ -74,6 +74,36 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_manifest(args: argparse.Namespace) -> int:
+    """validate / from-kaldi / to-kaldi: the data contract, checked and converted (Kaldi's validate_data_dir.sh)."""
+    from speechtl.data.kaldi import read_kaldi_dir, write_kaldi_dir
+    from speechtl.data.manifest import ManifestError, parse_manifest, read_manifest, write_manifest
+
+    if args.action == "validate":
+        utts, errors = parse_manifest(args.src, check_audio=not args.no_audio_check)
+        for e in errors:
+            print(e, file=sys.stderr)
+        if errors:
+            raise ManifestError(f"{args.src}: {len(errors)} problem(s), listed above")
+        hours = sum(u.duration for u in utts) / 3600
+        print(f"{args.src}: OK, {len(utts)} utterances, {hours:.2f} h, {len({u.speaker for u in utts})} speakers, "
+              f"accents: {', '.join(sorted({u.accent for u in utts}))}")
+    elif args.action == "from-kaldi":
+        if not args.out:
+            raise ValueError("from-kaldi needs --out MANIFEST.jsonl")
+        utts = read_kaldi_dir(args.src, accent=args.accent, lang=args.lang)
+        write_manifest(args.out, utts)
+        read_manifest(args.out, check_audio=not args.no_audio_check)  # what was written must validate
+        print(f"{args.out}: {len(utts)} utterances from {args.src}")
+    else:
+        if not args.out:
+            raise ValueError("to-kaldi needs --out DATA_DIR")
+        utts = read_manifest(args.src, check_audio=not args.no_audio_check)
+        write_kaldi_dir(utts, args.out)
+        print(f"{args.out}: Kaldi data dir with {len(utts)} utterances")
+    return 0
+
+
 def cmd_prepare(args: argparse.Namespace) -> int:
     from speechtl.data.corpora import CORPORA
     from speechtl.io import setup_logging
@@ -173,6 +203,15 @@ def build_parser() -> argparse.ArgumentParser:
     t.set_defaults(func=cmd_train)
 
     from speechtl.data.corpora import CORPORA
+
+    m = sub.add_parser("manifest", help="validate a manifest, or convert it from/to a Kaldi data dir")
+    m.add_argument("action", choices=["validate", "from-kaldi", "to-kaldi"])
+    m.add_argument("src", help="manifest (validate, to-kaldi) or Kaldi data dir (from-kaldi)")
+    m.add_argument("--out", default=None, help="from-kaldi: manifest to write; to-kaldi: data dir to write")
+    m.add_argument("--accent", default=None, help="from-kaldi: accent of every utterance when there is no utt2accent")
+    m.add_argument("--lang", default="en", help="from-kaldi: language when there is no utt2lang")
+    m.add_argument("--no-audio-check", action="store_true", help="don't check that audio files exist")
+    m.set_defaults(func=cmd_manifest)
 
     pr = sub.add_parser("prepare", help="prepare a corpus into manifests under --out")
     corpora = pr.add_subparsers(dest="corpus", required=True, metavar="CORPUS")

@@ -102,3 +102,22 @@ def test_normalisers_treat_ref_and_hyp_alike():
     other = normalizer_for("fr")
     assert other("Bonjour, le Monde!") == "bonjour le monde"
     assert normalizer_for("en", "none")("  Hello   World ") == "hello world"
+
+
+def test_manifest_cli_validates_and_converts(tmp_path, capsys):
+    from speechtl.cli import main
+
+    tone(tmp_path / "u0.wav")
+    tone(tmp_path / "u1.wav")
+    good = write_manifest_rows(tmp_path / "m.jsonl", [row(0), row(1, speaker="s2", accent="y")])
+    assert main(["manifest", "validate", str(good)]) == 0
+    assert "OK, 2 utterances" in capsys.readouterr().out
+    bad = write_manifest_rows(tmp_path / "bad.jsonl", [row(0), row(1, text="")])
+    assert main(["manifest", "validate", str(bad)]) == 2
+    assert f"{bad}:2: field 'text' is empty" in capsys.readouterr().err
+    assert main(["manifest", "to-kaldi", str(good), "--out", str(tmp_path / "kd")]) == 0
+    assert (tmp_path / "kd" / "utt2accent").read_text() == "u0 x\nu1 y\n"
+    assert main(["manifest", "from-kaldi", str(tmp_path / "kd"), "--out", str(tmp_path / "back.jsonl")]) == 0
+    back = read_manifest(tmp_path / "back.jsonl")
+    assert [(u.id, u.speaker, u.accent, u.text) for u in back] == [("u0", "s1", "x", "hello there"),
+                                                                    ("u1", "s2", "y", "hello there")]
