@@ -37,3 +37,13 @@ def test_save_and_reload_gives_same_transcripts(tiny_whisper, tmp_path):
     model.save(tmp_path / "copy")
     again = load_model(str(tmp_path / "copy"))
     assert again.transcribe(again.collate(audio)) == model.transcribe(model.collate(audio))
+
+
+def test_beam_search_batched_equals_one_by_one(tiny_whisper):
+    model = load_model(str(tiny_whisper))
+    rng = np.random.default_rng(1)
+    audios = [rng.standard_normal(8000 * (i + 1)).astype(np.float32) * 0.1 for i in range(3)]
+    batch = model.collate(audios)
+    together = model.transcribe(batch, num_beams=3)
+    alone = [model.transcribe(model.collate([a]), num_beams=3)[0] for a in audios]
+    assert together == alone and len(together) == 3

@@ -170,9 +170,16 @@ class WhisperASR(SpeechModel):
             kwargs.update(language=self.language, task=self.task)
         kwargs.update(options)
         states = self.encode(feats, kwargs.pop("encoder_batch_size", None))
-        out = self.module.generate(feats, encoder_outputs=BaseModelOutput(last_hidden_state=states), **kwargs)
-        seqs = out.sequences if hasattr(out, "sequences") else out
-        return [t.strip() for t in self.tokenizer.batch_decode(seqs, skip_special_tokens=True)]
+        # Beam search over a whole batch on CPU was 4x slower than one utterance at a time (10 utterances,
+        # beam 5: 87 s against 21 s, identical transcripts); greedy decoding gains from the batch.
+        step = len(feats) if num_beams == 1 or feats.device.type == "cuda" else 1
+        texts: list[str] = []
+        for i in range(0, len(feats), step):
+            out = self.module.generate(feats[i:i + step],
+                                       encoder_outputs=BaseModelOutput(last_hidden_state=states[i:i + step]), **kwargs)
+            seqs = out.sequences if hasattr(out, "sequences") else out
+            texts += [t.strip() for t in self.tokenizer.batch_decode(seqs, skip_special_tokens=True)]
+        return texts
 
     def fit_vocabulary(self, texts: Sequence[str]) -> str:
         """Always "kept": Whisper's byte-level BPE spells any text, so its vocabulary never needs rebuilding."""
