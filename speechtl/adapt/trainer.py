@@ -29,7 +29,7 @@ from speechtl.adapt.config import ConfigError, TrainConfig, dump_config
 from speechtl.adapt.merge import interpolate, trainable_snapshot
 from speechtl.adapt.methods import apply_method
 from speechtl.data.manifest import Utterance
-from speechtl.features.audio import load_audio
+from speechtl.features.audio import load_utterance
 from speechtl.features.batching import length_grouped_batches
 from speechtl.io import atomic_dir, atomic_write, environment, setup_logging, write_json
 from speechtl.models.base import SpeechModel
@@ -70,8 +70,7 @@ class Batches(torch.utils.data.Dataset):
 
     def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
         utts = [self.utts[j] for j in self.batches[i]]
-        audios = [load_audio(u.audio, self.model.sampling_rate, u.offset, u.duration if u.offset else None,
-                             where=u.source) for u in utts]
+        audios = [load_utterance(u, self.model.sampling_rate) for u in utts]
         return self.model.collate(audios, [u.text for u in utts])
 
 

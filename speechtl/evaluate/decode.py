@@ -21,7 +21,7 @@ from tqdm.auto import tqdm
 from speechtl.data.manifest import Utterance
 from speechtl.data.text import normalizer_for
 from speechtl.evaluate.metrics import Scores, alignment, score_rows, word_counts
-from speechtl.features.audio import load_audio
+from speechtl.features.audio import load_utterance
 from speechtl.features.batching import sorted_batches
 from speechtl.io import atomic_write, write_json, write_jsonl
 from speechtl.models.base import SpeechModel
@@ -64,8 +64,7 @@ def transcribe_utterances(model: SpeechModel, utts: Sequence[Utterance], opts: D
         with tqdm(total=len(todo), desc=desc, unit="utt", leave=False) as bar:
             for idx in sorted_batches([u.duration for u in todo], opts.batch_size):
                 batch_utts = [todo[i] for i in idx]
-                audios = [load_audio(u.audio, model.sampling_rate, u.offset, u.duration if u.offset else None,
-                                     where=u.source) for u in batch_utts]
+                audios = [load_utterance(u, model.sampling_rate) for u in batch_utts]
                 hyps = model.transcribe(model.collate(audios), num_beams=opts.num_beams)
                 for u, h in zip(batch_utts, hyps, strict=True):
                     done[u.id] = h

@@ -11,6 +11,8 @@ import numpy as np
 import soundfile as sf
 import soxr
 
+from speechtl.data.manifest import Utterance
+
 
 class AudioError(ValueError):
     """Audio that can't be used; the message names the file (and the manifest line when known)."""
@@ -41,3 +43,11 @@ def load_audio(path: str | os.PathLike, sampling_rate: int, offset: float = 0.0,
     if sr != sampling_rate:
         mono = soxr.resample(mono, sr, sampling_rate, quality="HQ")
     return np.ascontiguousarray(mono, dtype=np.float32)
+
+
+def load_utterance(utt: Utterance, sampling_rate: int) -> np.ndarray:
+    """The samples of one manifest utterance: the whole file, or its ``offset``/``duration`` segment.
+
+    Errors name the manifest line the utterance came from.
+    """
+    return load_audio(utt.audio, sampling_rate, utt.offset, utt.duration if utt.offset else None, where=utt.source)
