@@ -7,12 +7,18 @@ each subpackage may only call the ones before it.
 __version__ = "0.1.0"
 
 
-def load_model(source: str, **kwargs):
-    """Load a speech recogniser from a hub id, a local directory, an experiment dir or a CTranslate2 dir.
+def load_model(source: str, adapters: dict[str, str] | None = None, device: str | None = None,
+               check_base: bool = True, **kwargs):
+    """Load a speech recogniser, optionally with named adapters to switch between.
 
-    A thin re-export of :func:`speechtl.models.load_model`, kept lazy so that ``import speechtl``
-    stays cheap (torch and transformers load only when a model does).
+    ``source``: a hub id, a local checkpoint, an experiment dir, a CTranslate2 dir, or an adapter dir
+    (whose card names its base). ``adapters``: ``{name: adapter_dir}``; the first is active. Then
+    ``model.set_adapter(name)``, ``model.disable_adapters()``, ``model.merge()``, and
+    ``model.transcribe(model.collate(waveforms))``. An adapter trained on other base weights is refused
+    (``check_base=False`` loads it anyway, with a warning).
+
+    Kept lazy so that ``import speechtl`` stays cheap (torch and transformers load only when a model does).
     """
-    from speechtl.models import load_model as _load
+    from speechtl.adapt.adapters import load
 
-    return _load(source, **kwargs)
+    return load(source, adapters=adapters, device=device, check_base=check_base, **kwargs)

@@ -13,10 +13,10 @@ LOG = logging.getLogger("speechtl.cli")
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
+    from speechtl import load_model
     from speechtl.data.manifest import read_manifest
     from speechtl.evaluate.decode import DecodeOptions, evaluate_manifest
     from speechtl.io import setup_logging
-    from speechtl.models import load_model
 
     out = Path(args.out)
     setup_logging(out / "eval.log")
@@ -71,6 +71,42 @@ def cmd_train(args: argparse.Namespace) -> int:
     print(f"{out}: trained {summary['steps']} steps ({summary['trainable_parameters']:,} of "
           f"{summary['total_parameters']:,} parameters)" + (f", best dev WER {100 * best:.2f}%" if best is not None
                                                              else ""))
+    return 0
+
+
+def cmd_new_ctc_model(args: argparse.Namespace) -> int:
+    """A randomly initialised wav2vec2-architecture CTC checkpoint, for training a source model from scratch."""
+    import yaml
+
+    from speechtl.data.manifest import read_manifest
+    from speechtl.models.ctc import new_ctc_model
+
+    out = Path(args.out)
+    if (out / "config.json").is_file():
+        print(f"{out}: exists; left as it is")
+        return 0
+    sizes = {}
+    if args.config:
+        sizes = yaml.safe_load(Path(args.config).read_text(encoding="utf-8")) or {}
+        if not isinstance(sizes, dict):
+            raise ValueError(f"{args.config}: expected a mapping of new_ctc_model arguments")
+    texts = [u.text for u in read_manifest(args.texts, check_audio=False)]
+    try:
+        new_ctc_model(out, texts, **sizes)
+    except TypeError as e:  # an unknown architecture key
+        raise ValueError(f"{args.config}: {e}") from e
+    print(f"{out}: new CTC model")
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from speechtl.adapt.export import export_adapter
+
+    card = export_adapter(args.exp, args.out, accent=args.accent, name=args.name)
+    sets = ", ".join(f"{k} {100 * v['wer_before']:.2f}% -> {100 * v['wer_after']:.2f}%"
+                     for k, v in card["test_sets"].items())
+    print(f"{args.out}: {card['kind']} adapter '{card['name']}' for {card['base_model']} "
+          f"(base sha256 {card['base_sha256'][:12]}…){'; WER ' + sets if sets else ''}")
     return 0
 
 
@@ -201,6 +237,22 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--config", default=None, help="YAML training config (see speechtl.adapt.config.TrainConfig)")
     t.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key")
     t.set_defaults(func=cmd_train)
+
+    n = sub.add_parser("new-ctc-model", help="write a random wav2vec2-architecture CTC checkpoint whose vocabulary "
+                       "spells a manifest's texts (to train a source model from scratch)")
+    n.add_argument("--texts", required=True, help="manifest whose texts the character vocabulary must cover")
+    n.add_argument("--config", default=None, help="YAML of speechtl.models.ctc.new_ctc_model arguments "
+                   "(hidden_size, num_layers, conv_dim, …; other keys go to Wav2Vec2Config)")
+    n.add_argument("--out", required=True, help="checkpoint dir to write (left alone if it exists)")
+    n.set_defaults(func=cmd_new_ctc_model)
+
+    x = sub.add_parser("export", help="write a LoRA/adapter run's adapter as a PEFT-standard dir with a card "
+                       "(base model hash, data, WER before/after) for loading in a product")
+    x.add_argument("exp", help="experiment dir (with train/ and results.json) or training dir")
+    x.add_argument("--out", required=True, help="adapter dir to write")
+    x.add_argument("--accent", default=None, help="accent the adapter is for (default: the training data's)")
+    x.add_argument("--name", default=None, help="name it loads under by default (default: the accent)")
+    x.set_defaults(func=cmd_export)
 
     from speechtl.data.corpora import CORPORA
 

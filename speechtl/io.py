@@ -89,8 +89,14 @@ def read_json(path: str | os.PathLike) -> Any:
 
 
 def setup_logging(log_file: str | os.PathLike | None = None, level: int = logging.INFO) -> None:
-    """Log to stderr and, when given, append to ``log_file`` (the experiment's log)."""
+    """Log to stderr and, when given, append to ``log_file`` (the experiment's log).
+
+    Under a distributed launcher (torchrun, accelerate launch) only rank 0 writes the file, and the
+    other ranks log warnings only, so the log reads as one run.
+    """
     root = logging.getLogger("speechtl")
+    if int(os.environ.get("RANK", "0")) != 0:
+        log_file, level = None, max(level, logging.WARNING)
     root.setLevel(level)
     fmt = logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s", "%Y-%m-%d %H:%M:%S")
     if not any(isinstance(h, logging.StreamHandler) and not isinstance(h, logging.FileHandler)

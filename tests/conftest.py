@@ -7,7 +7,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from helpers import build_tiny_whisper, toy_corpus  # noqa: E402
+from helpers import build_tiny_ctc, build_tiny_whisper, toy_corpus  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 VCTK = ROOT.parent / "shared" / "data" / "vctk_p239" / "manifest.jsonl"
@@ -25,6 +25,11 @@ def _isolated_cache(tmp_path_factory, monkeypatch):
 @pytest.fixture(scope="session")
 def tiny_whisper(tmp_path_factory) -> Path:
     return build_tiny_whisper(tmp_path_factory.mktemp("tiny_whisper"))
+
+
+@pytest.fixture(scope="session")
+def tiny_ctc(tmp_path_factory) -> Path:
+    return build_tiny_ctc(tmp_path_factory.mktemp("tiny_ctc"))
 
 
 @pytest.fixture

@@ -93,3 +93,19 @@ def toy_corpus(root: Path, n: int = 8, texts: list[str] = SENTENCES) -> Path:
         rows.append({"id": f"u{i}", "audio": wav.name, "duration": 0.6 + 0.1 * i, "text": texts[i % len(texts)],
                      "speaker": f"spk{i % 2}", "accent": "a" if i % 2 else "b"})
     return write_manifest_rows(root / "manifest.jsonl", rows)
+
+
+def kill_training_after(monkeypatch, batches: int):
+    """Make training die (KeyboardInterrupt) while fetching batch ``batches + 1``; returns the undo."""
+    from speechtl.adapt import trainer
+
+    real, served = trainer.Batches.__getitem__, []
+
+    def dying(self, i):
+        if len(served) == batches:
+            raise KeyboardInterrupt
+        served.append(i)
+        return real(self, i)
+
+    monkeypatch.setattr(trainer.Batches, "__getitem__", dying)
+    return lambda: monkeypatch.setattr(trainer.Batches, "__getitem__", real)

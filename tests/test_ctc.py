@@ -31,11 +31,6 @@ def _one_thread():
 
 
 @pytest.fixture(scope="module")
-def tiny_ctc(tmp_path_factory):
-    return build_tiny_ctc(tmp_path_factory.mktemp("tiny_ctc"))
-
-
-@pytest.fixture(scope="module")
 def overfit(tmp_path_factory):
     """A tiny model trained on two utterances until greedy decoding gets both right (or 300 steps)."""
     model = load_model(str(build_tiny_ctc(tmp_path_factory.mktemp("overfit_src"), PAIR)))

@@ -2,8 +2,8 @@ import json
 
 import pytest
 import torch
+from helpers import kill_training_after
 
-from speechtl.adapt import trainer as trainer_mod
 from speechtl.adapt.config import ConfigError, TrainConfig
 from speechtl.adapt.trainer import train
 from speechtl.data.manifest import read_manifest
@@ -60,21 +60,12 @@ def test_resume_after_a_kill_matches_an_uninterrupted_run(tiny_whisper, toy_mani
     ref_model = load_model(str(tiny_whisper))
     train(ref_model, utts, tmp_path / "ref", c)
 
-    real_getitem = trainer_mod.Batches.__getitem__
-    served = []
-
-    def dying(self, i):
-        if len(served) == 5:  # killed while fetching step 6: checkpoint of step 4 on disk
-            raise KeyboardInterrupt
-        served.append(i)
-        return real_getitem(self, i)
-
-    monkeypatch.setattr(trainer_mod.Batches, "__getitem__", dying)
+    revive = kill_training_after(monkeypatch, 5)  # killed while fetching step 6: checkpoint of step 4 on disk
     with pytest.raises(KeyboardInterrupt):
         train(load_model(str(tiny_whisper)), utts, tmp_path / "run", c)
     state = json.loads((tmp_path / "run" / "checkpoint" / "trainer_state.json").read_text())
     assert state["step"] == 4 and not (tmp_path / "run" / "summary.json").exists()
-    monkeypatch.setattr(trainer_mod.Batches, "__getitem__", real_getitem)
+    revive()
     model = load_model(str(tiny_whisper))
     summary = train(model, utts, tmp_path / "run", c)
     assert summary["steps"] == 7

@@ -16,7 +16,9 @@ from typing import Any
 
 import yaml
 
-METHODS = ("full", "freeze")
+METHODS = ("full", "freeze", "lora", "adapters")
+#: Methods that train a small adapter beside frozen base weights (saved and exported on their own).
+ADAPTER_METHODS = ("lora", "adapters")
 SCHEDULERS = ("linear", "cosine", "constant")
 PRECISIONS = ("auto", "no", "fp16", "bf16")
 
@@ -29,9 +31,18 @@ class ConfigError(ValueError):
 class TrainConfig:
     """Every choice a training run makes; the resolved copy is written to the experiment dir."""
 
-    method: str = field(default="full", metadata={"help": "full | freeze (train all but the parts in `freeze`)"})
+    method: str = field(default="full", metadata={
+        "help": "full | freeze (train all but the parts in `freeze`) | lora (PEFT) | adapters (residual bottleneck)"})
     freeze: list[str] = field(default_factory=list, metadata={
         "help": "parts to freeze: encoder, decoder, feature_encoder, encoder.layers.N, decoder.layers.N"})
+    lora_rank: int = 16
+    lora_alpha: float = 32.0
+    lora_dropout: float = 0.05
+    lora_targets: list[str] = field(default_factory=list, metadata={
+        "help": "module names LoRA adapts (suffixes); empty: the family's default (attention and feed-forward)"})
+    adapter_size: int = field(default=64, metadata={"help": "bottleneck width of each residual adapter"})
+    adapter_stacks: list[str] = field(default_factory=list, metadata={
+        "help": "stacks that get bottleneck adapters after each block (encoder, decoder); empty: all"})
     learning_rate: float = 1e-5
     weight_decay: float = 0.0
     adam_betas: tuple[float, float] = (0.9, 0.98)
@@ -68,6 +79,15 @@ class TrainConfig:
             raise bad("freeze", f"is only used with method: freeze (method is '{self.method}')")
         if self.method == "freeze" and not self.freeze:
             raise bad("freeze", "must name at least one part when method is freeze")
+        if self.lora_targets and self.method != "lora":
+            raise bad("lora_targets", f"is only used with method: lora (method is '{self.method}')")
+        if self.adapter_stacks and self.method != "adapters":
+            raise bad("adapter_stacks", f"is only used with method: adapters (method is '{self.method}')")
+        for key in ("lora_rank", "adapter_size"):
+            if getattr(self, key) < 1:
+                raise bad(key, "must be at least 1")
+        if not 0.0 <= self.lora_dropout < 1.0:
+            raise bad("lora_dropout", "must lie in [0, 1)")
         if self.lr_scheduler not in SCHEDULERS:
             raise bad("lr_scheduler", f"must be one of {', '.join(SCHEDULERS)}")
         if self.mixed_precision not in PRECISIONS:

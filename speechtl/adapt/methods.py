@@ -1,23 +1,62 @@
-"""Adaptation methods: which parameters train. ``full`` trains all; ``freeze`` freezes named parts.
+"""Adaptation methods: which parameters train, and what a run saves.
 
-Parts come from the model family (:meth:`SpeechModel.parts`), so this file never asks which
-family it holds. An unknown part is an error listing the known ones, never silently ignored.
+- ``full`` trains every weight; ``freeze`` all but the named parts (from :meth:`SpeechModel.parts`,
+  so this file never asks which family it holds; an unknown part is an error listing the known ones).
+  Both save whole checkpoints.
+- ``lora`` (PEFT) and ``adapters`` (residual bottleneck) freeze the base and train a small adapter
+  (see :mod:`speechtl.adapt.adapters`); they save the adapter alone, with a card naming the base
+  and the SHA-256 of its weights.
 """
 
 from __future__ import annotations
 
 import logging
+import re
+from collections import Counter
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
 
-from speechtl.adapt.config import ConfigError, TrainConfig
+from speechtl.adapt.adapters import AdapterSet, BottleneckSpec, LoraSpec
+from speechtl.adapt.config import ADAPTER_METHODS, ConfigError, TrainConfig
+from speechtl.data.manifest import Utterance
 from speechtl.models.base import SpeechModel
 
 LOG = logging.getLogger("speechtl.adapt")
 
+#: The name a training run gives its adapter; a product names adapters when it loads them.
+TRAINED = "default"
 
-def apply_method(model: SpeechModel, cfg: TrainConfig) -> dict[str, int]:
-    """Set ``requires_grad`` for ``cfg.method`` and return trainable/total parameter counts."""
-    for p in model.module.parameters():
-        p.requires_grad_(True)
+
+def prepare_base(model: SpeechModel, cfg: TrainConfig) -> None:
+    """Before the model changes at all: an adapter method hashes the base weights it will be tied to."""
+    if cfg.method in ADAPTER_METHODS:
+        AdapterSet.of(model)
+
+
+def _spec(model: SpeechModel, cfg: TrainConfig) -> LoraSpec | BottleneckSpec:
+    if cfg.method == "lora":
+        return LoraSpec(rank=cfg.lora_rank, alpha=cfg.lora_alpha, dropout=cfg.lora_dropout,
+                        targets=tuple(cfg.lora_targets))
+    return BottleneckSpec(size=cfg.adapter_size, stacks=tuple(cfg.adapter_stacks))
+
+
+def apply_method(model: SpeechModel, cfg: TrainConfig, vocabulary: str = "kept") -> dict[str, int]:
+    """Set what trains for ``cfg.method`` and return trainable/total parameter counts."""
+    if cfg.method in ADAPTER_METHODS:
+        if vocabulary == "rebuilt":
+            raise ConfigError(f"method '{cfg.method}': the target texts needed a new CTC vocabulary and output "
+                              "head, which an adapter can't carry; use method full or freeze, or a base whose "
+                              "vocabulary covers the text")
+        adapters = AdapterSet.of(model)
+        try:
+            adapters.add(TRAINED, _spec(model, cfg))
+        except ValueError as e:
+            raise ConfigError(f"method '{cfg.method}': {e}") from e
+        adapters.train_only(TRAINED)
+    else:
+        for p in model.module.parameters():
+            p.requires_grad_(True)
     if cfg.method == "freeze":
         parts = model.parts()
         unknown = [name for name in cfg.freeze if name not in parts]
@@ -30,7 +69,41 @@ def apply_method(model: SpeechModel, cfg: TrainConfig) -> dict[str, int]:
               "total_parameters": model.num_parameters()}
     if counts["trainable_parameters"] == 0:
         raise ConfigError(f"method '{cfg.method}' with freeze {cfg.freeze} leaves nothing to train")
-    LOG.info("method %s%s: %d of %d parameters trainable (%.1f%%)", cfg.method,
+    LOG.info("method %s%s: %d of %d parameters trainable (%.2f%%)", cfg.method,
              f" (frozen: {', '.join(cfg.freeze)})" if cfg.freeze else "", counts["trainable_parameters"],
              counts["total_parameters"], 100 * counts["trainable_parameters"] / counts["total_parameters"])
     return counts
+
+
+def data_summary(utts: Sequence[Utterance]) -> dict[str, Any]:
+    """What an adapter card says about its training data."""
+    accents = Counter(u.accent for u in utts)
+    return {"utterances": len(utts), "hours": round(sum(u.duration for u in utts) / 3600, 4),
+            "speakers": len({u.speaker for u in utts}), "accents": dict(accents.most_common())}
+
+
+def adapter_name(accents: dict[str, int]) -> str:
+    """The name an exported adapter loads under by default: its training data's main accent."""
+    if not accents:
+        return "default"
+    return re.sub(r"[^A-Za-z0-9_-]+", "_", max(accents, key=accents.get)) or "default"
+
+
+def save_trained(model: SpeechModel, cfg: TrainConfig, out_dir: Path, card: dict[str, Any]) -> None:
+    """Write what the run trained: a whole checkpoint, or (adapter methods) the adapter and its card."""
+    if cfg.method in ADAPTER_METHODS:
+        AdapterSet.of(model).save(TRAINED, out_dir, {"method": cfg.method, **card})
+    else:
+        model.save(out_dir)
+
+
+def restore_trained(model: SpeechModel, cfg: TrainConfig, saved: Path) -> SpeechModel:
+    """The model with the weights :func:`save_trained` wrote to ``saved`` (the best checkpoint)."""
+    if cfg.method in ADAPTER_METHODS:
+        AdapterSet.of(model).load_weights(TRAINED, saved)
+        return model
+    from speechtl.models import load_model
+
+    best = load_model(str(saved), device=str(model.device))
+    best.source, best.name_or_path = model.source, model.name_or_path
+    return best

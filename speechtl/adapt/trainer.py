@@ -17,17 +17,19 @@ from __future__ import annotations
 import json
 import logging
 import math
+import os
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from tqdm.auto import tqdm
 
 from speechtl.adapt.config import ConfigError, TrainConfig, dump_config
 from speechtl.adapt.merge import interpolate, trainable_snapshot
-from speechtl.adapt.methods import apply_method
+from speechtl.adapt.methods import adapter_name, apply_method, data_summary, prepare_base, restore_trained, save_trained
 from speechtl.data.manifest import Utterance
 from speechtl.features.audio import load_utterance
 from speechtl.features.batching import length_grouped_batches
@@ -85,7 +87,9 @@ def train(model: SpeechModel, train_utts: Sequence[Utterance], out_dir: str | Pa
     if (out / "summary.json").is_file():
         LOG.info("%s: training already finished (summary.json exists); nothing to do", out)
         return json.loads((out / "summary.json").read_text())
-    accelerator = Accelerator(mixed_precision=_precision(cfg), gradient_accumulation_steps=cfg.grad_accum)
+    # Several processes without GPUs (torchrun on CPUs): accelerate needs to be told, then uses gloo.
+    cpu_ddp = int(os.environ.get("WORLD_SIZE", "1")) > 1 and not torch.cuda.is_available()
+    accelerator = Accelerator(mixed_precision=_precision(cfg), gradient_accumulation_steps=cfg.grad_accum, cpu=cpu_ddp)
     main = accelerator.is_main_process
     if main:
         out.mkdir(parents=True, exist_ok=True)
@@ -96,13 +100,16 @@ def train(model: SpeechModel, train_utts: Sequence[Utterance], out_dir: str | Pa
             "num_processes": accelerator.num_processes, "mixed_precision": accelerator.mixed_precision,
             "device": str(accelerator.device)}, "base_model": model.source})
     set_seed(cfg.seed)
+    prepare_base(model, cfg)
     utts = filter_durations(train_utts, cfg, "train")
+    data = data_summary(utts)
+    card = {"name": adapter_name(data["accents"]), "accent": next(iter(data["accents"]), None), "training_data": data}
     vocabulary = model.fit_vocabulary([u.text for u in utts])
     try:
         model.configure(**cfg.model_settings)
     except ValueError as e:
         raise ConfigError(f"model_settings: {e}") from e
-    counts = apply_method(model, cfg)
+    counts = apply_method(model, cfg, vocabulary)
     base_weights = trainable_snapshot(model.module) if cfg.wise_alpha < 1.0 else None
     if cfg.gradient_checkpointing:
         model.enable_gradient_checkpointing()
@@ -149,9 +156,7 @@ def train(model: SpeechModel, train_utts: Sequence[Utterance], out_dir: str | Pa
     bar = tqdm(total=cfg.max_steps, initial=state["step"], desc="train", unit="step", disable=not main)
     running, seen = 0.0, 0
     while state["step"] < cfg.max_steps:
-        epoch_batches = length_grouped_batches(durations, cfg.batch_size, cfg.seed + state["epoch"])
-        epoch_batches = epoch_batches[: len(epoch_batches) - len(epoch_batches) % world]  # equal share per rank
-        mine = epoch_batches[rank::world]
+        mine = rank_batches(durations, cfg.batch_size, world, rank, cfg.seed + state["epoch"])
         loader = torch.utils.data.DataLoader(Batches(model, utts, mine[state["batch"]:]), batch_size=None,
                                              num_workers=cfg.num_workers)
         for batch in loader:
@@ -159,7 +164,7 @@ def train(model: SpeechModel, train_utts: Sequence[Utterance], out_dir: str | Pa
             with accelerator.accumulate(module):
                 with accelerator.autocast():
                     loss = model.loss(batch, module=module)
-                accelerator.backward(loss)
+                accelerator.backward(loss * _share(model, batch, accelerator))
                 if accelerator.sync_gradients and cfg.max_grad_norm > 0:
                     accelerator.clip_grad_norm_(params, cfg.max_grad_norm)
                 optimizer.step()
@@ -191,7 +196,7 @@ def train(model: SpeechModel, train_utts: Sequence[Utterance], out_dir: str | Pa
                         state["best_wer"], state["best_step"] = wer, step
                         if main:
                             with atomic_dir(out / "best") as tmp:
-                                model.save(tmp)
+                                save_trained(model, cfg, tmp, card)
                 save_checkpoint()
             elif step % cfg.save_every == 0:
                 save_checkpoint()
@@ -204,14 +209,14 @@ def train(model: SpeechModel, train_utts: Sequence[Utterance], out_dir: str | Pa
     accelerator.wait_for_everyone()
     summary = {"steps": state["step"], "epochs_started": state["epoch"] + 1, "best_dev_wer": None,
                "best_step": state["best_step"], "train_utterances": len(utts),
-               "train_hours": round(sum(durations) / 3600, 4), "train_speakers": len({u.speaker for u in utts}),
+               "train_hours": data["hours"], "train_speakers": data["speakers"], "train_accents": data["accents"],
                "utterances_per_step": per_update * cfg.grad_accum, "seconds": round(time.perf_counter() - t0, 1),
                "method": cfg.method, "frozen": cfg.freeze, "vocabulary": vocabulary, **counts,
                "base_model": model.source, "peak_memory_bytes": _peak_memory(accelerator.device)}
     if main:
         if state["best_step"] is not None:
             summary["best_dev_wer"] = state["best_wer"]
-            model = _reload_best(model, out / "best")
+            model = restore_trained(model, cfg, out / "best")
         if base_weights is not None:
             interpolate(model.module, base_weights, cfg.wise_alpha)
             summary["wise_alpha"] = cfg.wise_alpha
@@ -221,19 +226,35 @@ def train(model: SpeechModel, train_utts: Sequence[Utterance], out_dir: str | Pa
                 LOG.info("WiSE-FT alpha %.2f: dev WER %.2f%% (adapted alone: %.2f%%)", cfg.wise_alpha,
                          100 * final_wer, 100 * state["best_wer"])
         with atomic_dir(out / "model") as tmp:
-            model.save(tmp)
+            save_trained(model, cfg, tmp, card)
         write_json(out / "summary.json", summary)
         LOG.info("finished: %d steps in %.0fs; model in %s", state["step"], summary["seconds"], out / "model")
     return summary
 
 
-def _reload_best(model: SpeechModel, best_dir: Path) -> SpeechModel:
-    """The best checkpoint's weights, on the model's device, as the model to finish with."""
-    from speechtl.models import load_model
+def rank_batches(durations: Sequence[float], batch_size: int, world: int, rank: int, seed: int) -> list[list[int]]:
+    """This process's part of each global batch of ``batch_size * world`` utterances.
 
-    best = load_model(str(best_dir), device=str(model.device))
-    best.source = model.source
-    return best
+    Global batches are cut first and then shared out, so N processes see together exactly the
+    batches one process would with the same global batch; a global batch too small to give every
+    process an utterance (the last, at most) is left out by all.
+    """
+    batches = length_grouped_batches(durations, batch_size * world, seed)
+    return [[int(i) for i in np.array_split(b, world)[rank]] for b in batches if len(b) >= world]
+
+
+def _share(model: SpeechModel, batch: dict[str, torch.Tensor], accelerator) -> float:
+    """Weight of this process's mean loss, so that DDP's average of gradients is the global batch's mean.
+
+    Each process's loss is a mean over its own items (tokens, utterances); processes rarely hold equally
+    many, and an average of means is not the mean. Scaling each by ``items_here * world / items_all``
+    makes the gradient the one a single process would get from the whole global batch.
+    """
+    if accelerator.num_processes == 1:
+        return 1.0
+    here = torch.tensor(float(model.loss_items(batch)), device=accelerator.device)
+    total = accelerator.reduce(here.clone(), reduction="sum")
+    return float(here * accelerator.num_processes / total)
 
 
 def _peak_memory(device: torch.device) -> int | None:

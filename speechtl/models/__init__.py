@@ -85,11 +85,13 @@ def load_model(source: str | os.PathLike, device: str | None = None, **kwargs: A
         if not path.is_dir():
             raise ModelLoadError(f"{path}: a model source must be a directory or a hub id, not a file")
         model = _load_checkpoint(resolve_local(path), source=src, **kwargs)
+        model.name_or_path = str(path.resolve())
     elif src.startswith((".", "/", "~")) or src.count("/") != 1:
         raise ModelLoadError(f"model '{src}' not found: no such directory, and it isn't a hub id of the "
                              "form 'org/name'")
     else:
         model = _load_hub(src, **kwargs)
+        model.name_or_path = src
     if device:
         model.to(device)
     model.module.eval()

@@ -7,11 +7,12 @@
 from __future__ import annotations
 
 import abc
+import hashlib
 import logging
 import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import torch
@@ -49,6 +50,32 @@ SPEC_AUGMENT: dict[str, Callable[[str, Any], Any]] = {
 }
 
 
+def weights_sha256(module: nn.Module) -> str:
+    """SHA-256 of a module's weights: every state-dict entry's name, dtype, shape and bytes, in name order.
+
+    Hashing tensors rather than files makes the hash independent of how the weights were stored
+    (one file or shards, safetensors or a CTranslate2 conversion), so an adapter can check that it
+    is being put on the very base it was trained on.
+    """
+    h = hashlib.sha256()
+    for name, t in sorted(module.state_dict().items()):
+        t = t.detach().to("cpu").contiguous()
+        h.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return h.hexdigest()
+
+
+class AdapterControl(Protocol):
+    """What :mod:`speechtl.adapt.adapters` attaches as :attr:`SpeechModel.adapters` (models can't import adapt)."""
+
+    active: str | None
+
+    def names(self) -> list[str]: ...
+    def activate(self, name: str) -> None: ...
+    def disable(self) -> None: ...
+    def merge(self, name: str | None = None) -> None: ...
+
+
 class ModelLoadError(ValueError):
     """A model source that can't be loaded; the message says what was tried and how to fix it."""
 
@@ -62,6 +89,13 @@ class SpeechModel(abc.ABC):
     max_input_seconds: float | None = None
     #: Where the weights came from (hub id, directory); recorded in experiment dirs and reports.
     source: str = ""
+    #: What to pass to :func:`speechtl.models.load_model` to load these base weights again (hub id or
+    #: absolute path); set by the loader, written into adapter cards.
+    name_or_path: str = ""
+    #: Module names that LoRA adapts by default (PEFT ``target_modules``, matched as name suffixes).
+    lora_targets: tuple[str, ...] = ()
+    #: Named adapters, when :mod:`speechtl.adapt` has attached some (see :meth:`set_adapter`).
+    adapters: AdapterControl | None = None
 
     @abc.abstractmethod
     def collate(self, audios: Sequence[np.ndarray], texts: Sequence[str] | None = None) -> dict[str, torch.Tensor]:
@@ -74,6 +108,11 @@ class SpeechModel(abc.ABC):
         ``module`` is the training wrapper of :attr:`module` (DDP, compiled…) to run the forward
         through; the loss itself is always computed the family's way, here.
         """
+
+    def loss_items(self, batch: dict[str, torch.Tensor]) -> int:
+        """How many items :meth:`loss` averages over in ``batch`` (here utterances; token-level losses
+        override), so that several processes can weigh their losses into the global batch's mean."""
+        return len(next(iter(batch.values())))
 
     @abc.abstractmethod
     def transcribe(self, batch: dict[str, torch.Tensor], **options: Any) -> list[str]:
@@ -91,6 +130,16 @@ class SpeechModel(abc.ABC):
     @abc.abstractmethod
     def parts(self) -> dict[str, list[nn.Parameter]]:
         """Named groups of parameters that a config may freeze (``encoder``, ``decoder``, …)."""
+
+    @abc.abstractmethod
+    def blocks(self) -> dict[str, list[nn.Module]]:
+        """The transformer blocks of each stack (``encoder``, ``decoder``), in order: where bottleneck
+        adapters go. Each block's output (or first output) is its hidden states, ``hidden_size`` wide."""
+
+    @property
+    @abc.abstractmethod
+    def hidden_size(self) -> int:
+        """Width of the hidden states between transformer blocks."""
 
     @abc.abstractmethod
     def enable_gradient_checkpointing(self) -> None:
@@ -117,6 +166,29 @@ class SpeechModel(abc.ABC):
             setattr(self.module.config, name, value)
         if checked:
             LOG.info("%s: %s", self.source, ", ".join(f"{k}={v}" for k, v in checked.items()))
+
+    # -- named adapters (NeMo's adapter mixin; PEFT's multi-adapter models) ----------------------------
+    def _adapters(self) -> AdapterControl:
+        if self.adapters is None:
+            raise ValueError(f"{self.source}: no adapters are attached; load some with "
+                             "speechtl.load_model(base, adapters={'name': ADAPTER_DIR})")
+        return self.adapters
+
+    def set_adapter(self, name: str) -> None:
+        """Make adapter ``name`` the one in use (the others stay loaded, off); cheap, per request."""
+        self._adapters().activate(name)
+
+    def disable_adapters(self) -> None:
+        """Run the base model alone until :meth:`set_adapter` is called again."""
+        self._adapters().disable()
+
+    def merge(self, name: str | None = None) -> None:
+        """Fold adapter ``name`` (default: the active one) into the weights for serving; the others are dropped."""
+        self._adapters().merge(name)
+
+    @property
+    def active_adapter(self) -> str | None:
+        return self.adapters.active if self.adapters is not None else None
 
     def to(self, device: torch.device | str) -> SpeechModel:
         self.module.to(device)

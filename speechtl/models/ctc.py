@@ -156,6 +156,9 @@ def new_ctc_model(out_dir: str | os.PathLike, texts: Iterable[str], hidden_size:
 # -- the model ---------------------------------------------------------------------------------------
 class CTCASR(SpeechModel):
     family = "ctc"
+    #: The attention and feed-forward linears of every transformer layer (not the conv feature encoder,
+    #: not the output head).
+    lora_targets = ("q_proj", "k_proj", "v_proj", "out_proj", "intermediate_dense", "output_dense")
 
     def __init__(self, module, feature_extractor, tokenizer, source: str = "") -> None:
         self.module = module
@@ -379,6 +382,13 @@ class CTCASR(SpeechModel):
                                                               dtype=ref.dtype).uniform_())
 
     # -- structure ------------------------------------------------------------------------------
+    def blocks(self) -> dict[str, list[nn.Module]]:
+        return {"encoder": list(self.module.base_model.encoder.layers)}
+
+    @property
+    def hidden_size(self) -> int:
+        return int(self.module.config.hidden_size)
+
     def parts(self) -> dict[str, list[nn.Parameter]]:
         base = self.module.base_model
         conv = list(base.feature_extractor.parameters())

@@ -79,6 +79,8 @@ def configure_generation(model, tokenizer, suppress_tokens: Sequence[int] = (),
 class WhisperASR(SpeechModel):
     family = "seq2seq"
     max_input_seconds = 30.0
+    #: Every linear of the attention (self and cross) and feed-forward layers, in encoder and decoder.
+    lora_targets = ("q_proj", "k_proj", "v_proj", "out_proj", "fc1", "fc2")
 
     def __init__(self, module, feature_extractor, tokenizer, source: str = "", language: str | None = None,
                  task: str = "transcribe") -> None:
@@ -148,6 +150,9 @@ class WhisperASR(SpeechModel):
         return nn.functional.cross_entropy(logits.reshape(-1, logits.size(-1)), batch["labels"].reshape(-1),
                                            ignore_index=-100)
 
+    def loss_items(self, batch: dict[str, torch.Tensor]) -> int:
+        return int((batch["labels"] != -100).sum())
+
     def encode(self, feats: torch.Tensor, micro_batch: int | None = None) -> torch.Tensor:
         """Encoder states, computed ``micro_batch`` utterances at a time.
 
@@ -190,6 +195,14 @@ class WhisperASR(SpeechModel):
         self.module.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
 
     # -- structure ------------------------------------------------------------------------------
+    def blocks(self) -> dict[str, list[nn.Module]]:
+        m = self.module.model
+        return {"encoder": list(m.encoder.layers), "decoder": list(m.decoder.layers)}
+
+    @property
+    def hidden_size(self) -> int:
+        return int(self.module.config.d_model)
+
     def parts(self) -> dict[str, list[nn.Parameter]]:
         m = self.module.model
         feat = [*m.encoder.conv1.parameters(), *m.encoder.conv2.parameters(), *m.encoder.embed_positions.parameters()]
