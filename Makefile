@@ -1,5 +1,5 @@
 # The two commands of the README: `make test` and `make recipe`; each sets up what it needs first.
-.PHONY: setup test recipe lint
+.PHONY: setup test recipe recipe-ctc lint
 
 setup: .venv/.installed
 
@@ -12,6 +12,9 @@ test: setup
 
 recipe: setup
 	recipes/synthetic_caribbean/run.sh
+
+recipe-ctc: setup
+	recipes/synthetic_caribbean_ctc/run.sh
 
 lint: setup
 	.venv/bin/ruff check .

@@ -93,8 +93,8 @@ def cmd_new_ctc_model(args: argparse.Namespace) -> int:
     texts = [u.text for u in read_manifest(args.texts, check_audio=False)]
     try:
         new_ctc_model(out, texts, **sizes)
-    except TypeError as e:  # an unknown architecture key
-        raise ValueError(f"{args.config}: {e}") from e
+    except (TypeError, ValueError) as e:  # an unknown or bad architecture key
+        raise ValueError(f"{args.config or 'defaults'}: {e}") from e
     print(f"{out}: new CTC model")
     return 0
 

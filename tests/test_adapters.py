@@ -216,13 +216,15 @@ def test_an_adapter_for_other_base_weights_is_refused(tiny_whisper, corpus, tmp_
         speechtl.load_model(str(tiny_whisper), adapters={"x": tmp_path / "exp" / "model"})
 
 
-def test_lora_trains_the_encoder_under_gradient_checkpointing(tiny_whisper, corpus, tmp_path):
-    """The Whisper + PEFT pitfall: with reentrant checkpointing and a frozen input layer, encoder LoRA
+@pytest.mark.parametrize("method", METHODS)
+def test_adapters_train_the_encoder_under_gradient_checkpointing(method, tiny_whisper, corpus, tmp_path):
+    """The Whisper + PEFT pitfall: with reentrant checkpointing and a frozen input layer, encoder adapter
     weights get no gradient. speechtl checkpoints non-reentrantly, so they train."""
     model = load_model(str(tiny_whisper))
-    train(model, read_manifest(corpus), tmp_path / "exp", cfg("lora", max_steps=3, gradient_checkpointing=True))
-    enc_b = [p for n, p in model.module.named_parameters() if "encoder.layers.0" in n and "lora_B" in n]
-    assert enc_b and all(p.abs().sum() > 0 for p in enc_b)  # B starts at zero: only gradients move it
+    train(model, read_manifest(corpus), tmp_path / "exp", cfg(method, max_steps=3, gradient_checkpointing=True))
+    zero_init = "lora_B" if method == "lora" else "up.weight"  # starts at zero: only gradients move it
+    moved = [p for n, p in model.module.named_parameters() if "encoder.layers.0" in n and zero_init in n]
+    assert moved and all(p.abs().sum() > 0 for p in moved)
     assert model.module.model.encoder.gradient_checkpointing
 
 

@@ -326,3 +326,35 @@ def test_new_model_rejects_mismatched_conv_settings(tmp_path):
 
     with pytest.raises(ValueError, match="conv_dim has 2 widths for 3 conv layers"):
         new_ctc_model(tmp_path / "m", SENTENCES, **{**TINY_CTC, "conv_dim": [16, 16]})
+
+
+def test_new_ctc_model_command(toy_manifest, tmp_path, capsys):
+    from speechtl.cli import main
+
+    conf = tmp_path / "arch.yaml"
+    conf.write_text("hidden_size: 32\nnum_layers: 1\nnum_heads: 2\nconv_dim: 16\nconv_kernel: [10, 8, 4]\n"
+                    "conv_stride: [5, 8, 8]\nnum_conv_pos_embeddings: 16\n")
+    out = tmp_path / "init"
+    assert main(["new-ctc-model", "--texts", str(toy_manifest), "--config", str(conf), "--out", str(out)]) == 0
+    model = load_model(str(out))
+    assert model.family == "ctc" and model.module.config.num_hidden_layers == 1
+    assert model.fit_vocabulary([u.text for u in read_manifest(toy_manifest)]) == "kept"
+    stamp = (out / "model.safetensors").stat().st_mtime_ns
+    assert main(["new-ctc-model", "--texts", str(toy_manifest), "--config", str(conf), "--out", str(out)]) == 0
+    assert (out / "model.safetensors").stat().st_mtime_ns == stamp  # an existing model is left alone
+    conf.write_text("hidden_sise: 32\n")
+    args = ["new-ctc-model", "--texts", str(toy_manifest), "--config", str(conf), "--out", str(tmp_path / "x")]
+    assert main(args) == 2
+    assert "hidden_sise" in capsys.readouterr().err
+
+
+def test_freezing_the_first_n_layers(tiny_ctc):
+    from speechtl.adapt.config import ConfigError
+
+    model = load_model(str(tiny_ctc))
+    apply_method(model, TrainConfig(method="freeze", freeze=["feature_encoder", "encoder.layers.:1"]))
+    layers = model.module.wav2vec2.encoder.layers
+    assert not any(p.requires_grad for p in layers[0].parameters())
+    assert all(p.requires_grad for p in layers[1].parameters())
+    with pytest.raises(ConfigError, match="first 3 of 2 encoder layers"):
+        apply_method(model, TrainConfig(method="freeze", freeze=["encoder.layers.:3"]))

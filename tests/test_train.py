@@ -86,6 +86,13 @@ def test_dev_evaluation_keeps_the_best_model(tiny_whisper, toy_manifest, tmp_pat
     assert (tmp_path / "exp" / "best" / "config.json").is_file()
 
 
+def test_a_dev_wer_tie_keeps_the_later_model(tiny_whisper, toy_manifest, tmp_path):
+    wers = iter([1.0, 1.0, 1.0])  # a model learning from scratch: 100% WER for a while
+    summary = train(load_model(str(tiny_whisper)), read_manifest(toy_manifest), tmp_path / "exp",
+                    cfg(max_steps=6, eval_every=2), evaluator=lambda m: next(wers))
+    assert summary["best_step"] == 6
+
+
 def test_wise_ft_interpolates_best_with_base(tiny_whisper, toy_manifest, tmp_path):
     base = params(load_model(str(tiny_whisper)))
     wers = iter([0.5, 0.3, 0.6, 0.2])  # dev WER at steps 2, 4, 6, then the merged model's

@@ -4,7 +4,7 @@
 # can be re-run and a killed run picks up where it stopped.
 #
 #   0 prepare data     local/data.sh DATA_DIR writes train.jsonl, dev.jsonl and one <set>.jsonl per test set
-#   1 evaluate before  the pretrained model on every test set       -> EXP/eval/before/<set>/
+#   1 evaluate before  the pretrained model on every test set       -> EXP/eval/before/<set>/ (or --before)
 #   2 adapt            speechtl train on train.jsonl, dev.jsonl      -> EXP/train/
 #   3 evaluate after   the adapted model on every test set          -> EXP/eval/after/<set>/
 #   4 report           RESULTS.md and results.json                  -> EXP/, copied to --results-md
@@ -17,6 +17,8 @@ stage=0
 stop_stage=4
 model=""                # hub id, checkpoint dir or CTranslate2 dir of the pretrained model
 exp=exp                 # experiment dir
+data=""                 # data dir (default EXP/data); runs that share one also share --before evaluations
+before=""               # dir of the pretrained model's evaluations (default EXP/eval/before)
 train_config=""         # YAML training config
 train_set=train
 dev_set=dev
@@ -29,8 +31,8 @@ results_md=""           # where the recipe's RESULTS.md goes (a copy of EXP/RESU
 title="Results"
 train_args=""           # extra arguments for speechtl train (e.g. "--set max_steps=10")
 
-usage() { sed -n '2,16p' "$0"; echo "options: --stage --stop-stage --model --exp --train-config --test-sets"\
-  "--general-manifest --eval-batch-size --device --results-md --train-args"; }
+usage() { sed -n '2,16p' "$0"; echo "options: --stage --stop-stage --model --exp --data --before --train-config"\
+  "--test-sets --general-manifest --eval-batch-size --device --results-md --train-args"; }
 
 # Kaldi's parse_options.sh, inlined: --some-option value sets $some_option if it exists.
 while [ $# -gt 0 ]; do
@@ -54,7 +56,8 @@ command -v speechtl >/dev/null || {
   else echo "$0: speechtl is not installed (see README.md)" >&2; exit 2; fi
 }
 
-data="$exp/data"
+data="${data:-$exp/data}"
+before="${before:-$exp/eval/before}"
 mkdir -p "$exp"
 # Every invocation, with the stages it ran: a report made by a later partial run still names the run behind it.
 echo "# $(date '+%Y-%m-%d %H:%M') stages $stage-$stop_stage" >> "$exp/commands.txt"
@@ -79,9 +82,9 @@ run_stage() {  # run_stage N description command...: time it, and log it to EXP/
   fi
 }
 
-evaluate_all() {  # evaluate_all MODEL before|after
+evaluate_all() {  # evaluate_all MODEL OUT_DIR
   for s in "${sets[@]}"; do
-    speechtl eval --model "$1" --manifest "$(manifest_of "$s")" --out "$exp/eval/$2/$s" \
+    speechtl eval --model "$1" --manifest "$(manifest_of "$s")" --out "$2/$s" \
       --batch-size "$eval_batch_size" "${device_args[@]}"
   done
 }
@@ -91,11 +94,11 @@ report() {  # RESULTS.md (speaker-bootstrap CIs, forgetting score, error analysi
   for r in $roles; do role_args+=(--role "$r"); done
   [ -n "$general_manifest" ] && role_args+=(--role general=general) || \
     notes+=(--note "The real-speech general set was skipped: no --general-manifest was given.")
-  speechtl report --before "$exp/eval/before" --after "$exp/eval/after" --train "$exp/train" \
+  speechtl report --before "$before" --after "$exp/eval/after" --train "$exp/train" \
     --timings "$exp/timings.tsv" --command "$(cat "$exp/commands.txt")" --title "$title" \
     "${role_args[@]}" "${notes[@]}" --out "$exp"
   if [ -n "$results_md" ] && [ "$(realpath -m "$results_md")" != "$(realpath -m "$exp/RESULTS.md")" ]; then
-    cp "$exp/RESULTS.md" "$results_md"
+    mkdir -p "$(dirname "$results_md")" && cp "$exp/RESULTS.md" "$results_md"
     if [ -d "$exp/plots" ]; then  # RESULTS.md links plots/*.png: the copy gets them beside it
       mkdir -p "$(dirname "$results_md")/plots" && cp "$exp"/plots/*.png "$(dirname "$results_md")/plots/"
     fi
@@ -105,8 +108,8 @@ report() {  # RESULTS.md (speaker-bootstrap CIs, forgetting score, error analysi
 
 train_extra=($train_args)
 run_stage 0 "prepare data" local/data.sh "$data"
-run_stage 1 "evaluate before" evaluate_all "$model" before
+run_stage 1 "evaluate before" evaluate_all "$model" "$before"
 run_stage 2 "adapt" speechtl train --model "$model" --train "$data/$train_set.jsonl" --dev "$data/$dev_set.jsonl" \
   --config "$train_config" --out "$exp/train" "${train_extra[@]}"
-run_stage 3 "evaluate after" evaluate_all "$exp/train" after
+run_stage 3 "evaluate after" evaluate_all "$exp/train" "$exp/eval/after"
 run_stage 4 "report" report

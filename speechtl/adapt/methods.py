@@ -41,6 +41,18 @@ def _spec(model: SpeechModel, cfg: TrainConfig) -> LoraSpec | BottleneckSpec:
     return BottleneckSpec(size=cfg.adapter_size, stacks=tuple(cfg.adapter_stacks))
 
 
+def _expand(name: str, parts: dict[str, Any]) -> list[str]:
+    """``encoder.layers.:N`` names the first N layers of a stack; any other name stands for itself."""
+    m = re.fullmatch(r"(\w+)\.layers\.:(\d+)", name)
+    if not m:
+        return [name]
+    stack, n = m.group(1), int(m.group(2))
+    have = sum(1 for k in parts if re.fullmatch(rf"{stack}\.layers\.\d+", k))
+    if not 0 < n <= have:
+        raise ConfigError(f"freeze: '{name}' asks for the first {n} of {have} {stack} layers")
+    return [f"{stack}.layers.{i}" for i in range(n)]
+
+
 def apply_method(model: SpeechModel, cfg: TrainConfig, vocabulary: str = "kept") -> dict[str, int]:
     """Set what trains for ``cfg.method`` and return trainable/total parameter counts."""
     if cfg.method in ADAPTER_METHODS:
@@ -59,10 +71,12 @@ def apply_method(model: SpeechModel, cfg: TrainConfig, vocabulary: str = "kept")
             p.requires_grad_(True)
     if cfg.method == "freeze":
         parts = model.parts()
-        unknown = [name for name in cfg.freeze if name not in parts]
+        names = [n for name in cfg.freeze for n in _expand(name, parts)]
+        unknown = [name for name in names if name not in parts]
         if unknown:
-            raise ConfigError(f"freeze: unknown part(s) {unknown}; this {model.family} model has: {sorted(parts)}")
-        for name in cfg.freeze:
+            raise ConfigError(f"freeze: unknown part(s) {unknown}; this {model.family} model has: {sorted(parts)} "
+                              "(and STACK.layers.:N for the first N layers)")
+        for name in names:
             for p in parts[name]:
                 p.requires_grad_(False)
     counts = {"trainable_parameters": model.num_parameters(trainable_only=True),

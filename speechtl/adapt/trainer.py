@@ -6,6 +6,7 @@ Experiment dir layout::
     train.log            everything logged             history.jsonl one line per log/eval event
     checkpoint/          latest resumable state (model, optimiser, scheduler, RNG, position)
     best/                model with the best dev WER   model/        the final model (= best)
+                         (lora/adapters: best/ and model/ are adapter dirs: the adapter and its card)
     summary.json         written last: a run without it is unfinished and resumes
 
 Data order is a pure function of (seed, epoch), and the checkpoint stores the batch position,
@@ -189,7 +190,9 @@ def train(model: SpeechModel, train_utts: Sequence[Utterance], out_dir: str | Pa
             if (cfg.eval_every and step % cfg.eval_every == 0) or step == cfg.max_steps:
                 wer = evaluate_dev()
                 if wer is not None:
-                    improved = wer < state["best_wer"]
+                    # A tie goes to the later, longer-trained model (a model learning from scratch sits
+                    # at 100% WER for a while; the first of those is not the one to keep).
+                    improved = wer <= state["best_wer"]
                     LOG.info("step %d: dev WER %.2f%%%s", step, 100 * wer, " (best so far)" if improved else "")
                     log_event({"step": step, "dev_wer": wer})
                     if improved:

@@ -140,6 +140,10 @@ def new_ctc_model(out_dir: str | os.PathLike, texts: Iterable[str], hidden_size:
         conv_dim=dims, conv_kernel=list(conv_kernel), conv_stride=list(conv_stride), conv_bias=True,
         feat_extract_norm="layer", do_stable_layer_norm=True, num_conv_pos_embedding_groups=math.gcd(16, hidden_size),
         ctc_loss_reduction="mean", ctc_zero_infinity=True)
+    unknown = sorted(set(config) - set(Wav2Vec2Config().to_dict()))
+    if unknown:  # Wav2Vec2Config would keep a misspelt key as an attribute nobody reads
+        raise ValueError(f"unknown wav2vec2 architecture setting(s) {unknown}: not arguments of new_ctc_model "
+                         "nor Wav2Vec2Config fields")
     settings.update(config)
     with torch.random.fork_rng():
         torch.manual_seed(seed)

@@ -364,6 +364,10 @@ class RunInfo:
         return info
 
 
+def _gib(n: int | None) -> str:
+    return f"{n / 2**30:.2f} GiB" if n else DASH
+
+
 def train_lines(train: dict) -> list[str]:
     t, n = train.get("trainable_parameters"), train.get("total_parameters")
     params = f"{t:,} of {n:,} ({100 * t / n:.1f}%)" if t is not None and n else DASH
@@ -377,6 +381,9 @@ def train_lines(train: dict) -> list[str]:
             f"{_n(train.get('train_speakers', 0), 'speaker')}",
             f"- steps: {train.get('steps')} of {train.get('utterances_per_step')} utterances; best dev WER "
             f"{pct(best)}% at step {train.get('best_step')}",
+            *([f"- training took {train['seconds'] / 60:.1f} min; peak memory {_gib(train.get('peak_memory_bytes'))} "
+               "(GPU: most allocated by torch; CPU: the process's peak resident size)"]
+              if train.get("seconds") else []),
             *([f"- final model: WiSE-FT, {train['wise_alpha']:g} × adapted + {1 - train['wise_alpha']:g} × base "
                f"weights; dev WER {pct(train.get('final_dev_wer'))}% (the adapted weights alone: {pct(best)}%)"]
               if train.get("wise_alpha") is not None else []),

@@ -1,0 +1,1 @@
+../../synthetic_caribbean/local/data.sh
