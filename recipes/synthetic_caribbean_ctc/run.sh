@@ -31,9 +31,18 @@ if [ ! -f "$source_exp/train/summary.json" ]; then
     >> "$source_exp/timings.tsv"
 fi
 
+# The source model's training time goes into the adaptation run's timings, so its report counts it.
+exp=exp/wav2vec2_caribbean
+args=("$@")
+for ((i = 0; i < ${#args[@]}; i++)); do
+  case "${args[i]}" in --exp) exp="${args[i+1]:-$exp}" ;; --exp=*) exp="${args[i]#--exp=}" ;; esac
+done
+mkdir -p "$exp"
+grep -qs "^source model" "$exp/timings.tsv" || grep -s "^source model" "$source_exp/timings.tsv" >> "$exp/timings.tsv" || true
+
 exec ../TEMPLATE/asr.sh \
   --model "$source_exp/train" \
-  --exp exp/wav2vec2_caribbean \
+  --exp "$exp" \
   --train-config conf/adapt.yaml \
   --test-sets "test_caribbean test_us" \
   --roles "test_caribbean=target test_us=source" \
