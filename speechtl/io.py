@@ -58,6 +58,9 @@ def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
     tmp.chmod(0o777 & ~_umask())
     try:
         yield tmp
+        for f in tmp.rglob("*"):  # safetensors writes 0600 files; a model dir is shared like any output
+            if f.is_file() and not f.is_symlink():
+                f.chmod(0o666 & ~_umask())
         old = path.with_name(f".{path.name}.old")
         if path.exists():
             if old.exists():

@@ -1,6 +1,7 @@
 """LoRA and bottleneck adapters on both families: training, the adapter artefact, switching, refusal."""
 
 import json
+import os
 
 import pytest
 import soundfile as sf
@@ -132,6 +133,10 @@ def test_export_loads_in_plain_peft_with_the_same_transcripts(tiny_whisper, corp
     card = json.loads((adapter / "speechtl_card.json").read_text())
     assert card["name"] == "caribbean" and card["test_sets"]["test_x"]["wer_after"] == 0.25
     assert card["training"]["method"] == "lora" and len(card["base_sha256"]) == 64 and card["speechtl_version"]
+    umask = os.umask(0)
+    os.umask(umask)
+    for f in adapter.iterdir():  # readable like any other output (safetensors alone would write 0600)
+        assert f.stat().st_mode & 0o777 == 0o666 & ~umask, f
     config = json.loads((adapter / "adapter_config.json").read_text())
     assert config["peft_type"] == "LORA" and config["r"] == 4
 

@@ -116,6 +116,6 @@ def test_ctc_recipe_trains_a_source_model_then_adapts_it(espeak, tmp_path):
     assert data["train"]["base_model"] == str(source / "train") and data["train"]["vocabulary"] == "kept"
     # a second run reuses the source model rather than training it again
     stamp = (source / "train" / "summary.json").stat().st_mtime_ns
-    res = subprocess.run(["bash", str(recipe), *map(str, args), "--stage", 4], capture_output=True, text=True,
+    res = subprocess.run(["bash", str(recipe), *map(str, args), "--stage", "4"], capture_output=True, text=True,
                          env=env, timeout=900)
     assert res.returncode == 0 and (source / "train" / "summary.json").stat().st_mtime_ns == stamp
