@@ -175,11 +175,7 @@ def accent_table(results: list[TestSetResult], level: float = 0.95) -> list[str]
             "change (rel)", "P(after better)", "CER before", "CER after"]
     rows = []
     for r in results:
-        keys = sorted(set(_groups(r.before, "accent")) | set(_groups(r.after, "accent")))
-        for k in keys:
-            p = r.analysis.per_accent.get(k) if r.analysis else None
-            gb, ga = _groups(r.before, "accent").get(k), _groups(r.after, "accent").get(k)
-            wb, wa = (g["wer"]["rate"] if g else None for g in (gb, ga))
+        for k, p, gb, ga, wb, wa in _paired_groups(r, "accent"):
             n_spk = len({s for s, acc in r.analysis.speaker_accent.items() if acc == k}) if r.analysis else DASH
             rows.append([r.name, k, f"{n_spk}{unit_mark(p)}", with_ci(p.before) if p else pct(wb),
                          with_ci(p.after) if p else pct(wa), with_ci(p.abs_change, True) if p else _abs(wb, wa),
@@ -193,17 +189,22 @@ def _groups(s: EvalSet | None, group: str) -> dict[str, Any]:
     return {} if s is None else s.scores.get(f"per_{group}", {})
 
 
+def _paired_groups(r: TestSetResult, group: str):
+    """Each accent or speaker of a test set: its paired statistics (if any), scores and WER before and after."""
+    before, after = _groups(r.before, group), _groups(r.after, group)
+    stats = getattr(r.analysis, f"per_{group}") if r.analysis else {}
+    for k in sorted(set(before) | set(after)):
+        gb, ga = before.get(k), after.get(k)
+        yield k, stats.get(k), gb, ga, *(g["wer"]["rate"] if g else None for g in (gb, ga))
+
+
 def speaker_table(results: list[TestSetResult], level: float = 0.95) -> list[str]:
     ci = ci_label(level)
     head = ["test set", "speaker", "accent", "utts", "WER before", "WER after", f"change (abs) {ci}",
             "change (rel)", "P(after better)"]
     rows = []
     for r in results:
-        keys = sorted(set(_groups(r.before, "speaker")) | set(_groups(r.after, "speaker")))
-        for k in keys:
-            p = r.analysis.per_speaker.get(k) if r.analysis else None
-            gb, ga = _groups(r.before, "speaker").get(k), _groups(r.after, "speaker").get(k)
-            wb, wa = (g["wer"]["rate"] if g else None for g in (gb, ga))
+        for k, p, gb, ga, wb, wa in _paired_groups(r, "speaker"):
             acc = r.analysis.speaker_accent.get(k, DASH) if r.analysis else DASH
             rows.append([r.name, k, acc, (gb or ga)["wer"]["utts"], pct(wb), pct(wa),
                          with_ci(p.abs_change, True) if p else _abs(wb, wa), rel(_relative(wb, wa)),
