@@ -48,6 +48,8 @@ def export_adapter(exp: str | Path, out: str | Path, accent: str | None = None, 
     if not is_adapter_dir(model_dir):
         raise AdapterError(f"{exp}: method '{summary.get('method')}' trains the model's own weights, so there is no "
                            f"adapter to export; {model_dir} is the whole adapted model, load it directly")
+    if read_card(model_dir).get("base_sha256") is None:  # checked before anything is written
+        raise AdapterError(f"{model_dir}: the adapter card has no base hash; a product could not check its base")
     results = next((p for p in (exp / "results.json", exp.parent / "results.json") if p.is_file()), None)
     updates: dict[str, Any] = {
         "training": {k: summary.get(k) for k in ("method", "steps", "trainable_parameters", "total_parameters",
@@ -64,7 +66,5 @@ def export_adapter(exp: str | Path, out: str | Path, accent: str | None = None, 
         for f in (CONFIG, WEIGHTS, CARD):
             shutil.copy2(model_dir / f, tmp / f)
         card = write_card(tmp, updates)
-    if read_card(out).get("base_sha256") is None:
-        raise AdapterError(f"{out}: the card has no base hash")
     LOG.info("exported %s adapter '%s' to %s", card.get("kind"), card.get("name"), out)
     return card
