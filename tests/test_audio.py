@@ -1,9 +1,11 @@
+import json
+
 import numpy as np
 import pytest
 import soundfile as sf
 from helpers import tone
 
-from speechtl.features.audio import AudioError, load_audio
+from speechtl.features.audio import AudioError, load_audio, load_utterance
 from speechtl.features.batching import length_grouped_batches, sorted_batches
 
 
@@ -50,3 +52,16 @@ def test_batching_covers_everything_once_and_is_seeded():
     assert length_grouped_batches(d, 8, seed=3) != length_grouped_batches(d, 8, seed=4)
     first, *rest = sorted_batches(d, 8)
     assert min(d[i] for i in first) >= max(d[i] for b in rest for i in b)  # longest first
+
+
+@pytest.mark.parametrize("offset, expected", [(None, 48000), (0.0, 8000), (0, 8000), (1.0, 8000)])
+def test_a_manifest_segment_is_offset_and_duration_whatever_the_offset(tmp_path, offset, expected):
+    from speechtl.data.manifest import read_manifest
+
+    tone(tmp_path / "s.wav", seconds=3.0)
+    row = {"id": "u", "audio": "s.wav", "duration": 0.5, "text": "hi", "speaker": "s", "accent": "x"}
+    if offset is not None:
+        row["offset"] = offset
+    (tmp_path / "m.jsonl").write_text(json.dumps(row) + "\n")
+    (utt,) = read_manifest(tmp_path / "m.jsonl")
+    assert len(load_utterance(utt, 16000)) == expected

@@ -76,7 +76,8 @@ def test_kaldi_round_trip_with_segments(tmp_path):
     for u in utts:
         b = back[u.id]
         assert (b.audio, b.text, b.speaker, b.accent, b.lang) == (u.audio, u.text, u.speaker, u.accent, u.lang)
-        assert b.offset == pytest.approx(u.offset) and b.duration == pytest.approx(u.duration)
+        # in a dir with segments, an utterance without an offset is written as a segment from 0
+        assert b.offset == pytest.approx(u.offset or 0.0) and b.duration == pytest.approx(u.duration)
 
 
 def test_kaldi_import_errors(tmp_path):
@@ -121,3 +122,52 @@ def test_manifest_cli_validates_and_converts(tmp_path, capsys):
     back = read_manifest(tmp_path / "back.jsonl")
     assert [(u.id, u.speaker, u.accent, u.text) for u in back] == [("u0", "s1", "x", "hello there"),
                                                                     ("u1", "s2", "y", "hello there")]
+
+
+def test_an_offset_of_zero_is_kept_and_marks_a_segment(tmp_path):
+    tone(tmp_path / "u0.wav", seconds=3.0)
+    whole = Utterance(id="w", audio="u0.wav", duration=3.0, text="all of it", speaker="s", accent="x")
+    seg = Utterance(id="s", audio="u0.wav", duration=1.0, text="the start", speaker="s", accent="x", offset=0.0)
+    assert "offset" not in whole.to_dict()
+    assert seg.to_dict()["offset"] == 0.0
+    write_manifest(tmp_path / "m.jsonl", [whole, seg])
+    back = {u.id: u for u in read_manifest(tmp_path / "m.jsonl")}
+    assert back["w"].offset is None and back["s"].offset == 0.0
+
+
+def test_segments_are_written_even_when_every_one_starts_at_zero(tmp_path):
+    a, b = tone(tmp_path / "a.wav", seconds=3.0), tone(tmp_path / "b.wav", seconds=3.0)
+    utts = [Utterance(id="a-1", audio=str(a), duration=1.0, text="one", speaker="a", accent="x", offset=0.0),
+            Utterance(id="b-1", audio=str(b), duration=0.5, text="two", speaker="b", accent="x", offset=0.0)]
+    write_kaldi_dir(utts, tmp_path / "kd")
+    assert (tmp_path / "kd" / "segments").read_text().splitlines() == ["a-1 a 0.000 1.000", "b-1 b 0.000 0.500"]
+    back = {u.id: u for u in read_kaldi_dir(tmp_path / "kd")}
+    assert (back["a-1"].offset, back["a-1"].duration) == (0.0, 1.0)
+    assert (back["b-1"].offset, back["b-1"].duration) == (0.0, 0.5)
+
+
+def test_kaldi_segments_from_zero_round_trip_unchanged_and_load_as_segments(tmp_path, capsys):
+    """from-kaldi then to-kaldi gives back every file of the dir, recording ids included; the audio
+    of each utterance is its segment, not the whole recording."""
+    from speechtl.cli import main
+    from speechtl.features.audio import load_utterance
+
+    rec1, rec2 = tone(tmp_path / "call-one.wav", seconds=4.0), tone(tmp_path / "call-two.wav", seconds=4.0)
+    src = tmp_path / "src"
+    src.mkdir()
+    files = {
+        "wav.scp": f"rec1 {rec1}\nrec2 {rec2}\n",
+        "segments": "rec1-a rec1 0.000 1.250\nrec1-b rec1 1.250 2.000\nrec2-a rec2 0.000 0.750\n",
+        "text": "rec1-a first words\nrec1-b second\nrec2-a third one\n",
+        "utt2spk": "rec1-a s1\nrec1-b s1\nrec2-a s2\n",
+        "spk2utt": "s1 rec1-a rec1-b\ns2 rec2-a\n",
+    }
+    for name, text in files.items():
+        (src / name).write_text(text)
+    manifest, out = tmp_path / "m.jsonl", tmp_path / "out"
+    assert main(["manifest", "from-kaldi", str(src), "--accent", "x", "--out", str(manifest)]) == 0
+    assert main(["manifest", "to-kaldi", str(manifest), "--out", str(out)]) == 0
+    for name, text in files.items():
+        assert (out / name).read_text() == text, name
+    lengths = {u.id: len(load_utterance(u, 16000)) for u in read_manifest(manifest)}
+    assert lengths == {"rec1-a": 20000, "rec1-b": 12000, "rec2-a": 12000}

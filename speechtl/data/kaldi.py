@@ -15,6 +15,9 @@ import soundfile as sf
 from speechtl.data.manifest import ManifestError, Utterance
 from speechtl.io import atomic_write
 
+#: The manifest field that keeps a segment's recording id from a Kaldi ``segments`` file.
+RECORDING = "recording"
+
 
 def _read_table(path: Path, required: bool = True) -> dict[str, tuple[str, int]]:
     """Read ``key value...`` lines into {key: (rest, line number)}, naming file and line on error."""
@@ -56,7 +59,8 @@ def read_kaldi_dir(data_dir: str | os.PathLike, accent: str | None = None, lang:
             raise ManifestError(f"{where}: utterance '{uid}' has no line in utt2spk")
         if not txt:
             raise ManifestError(f"{where}: utterance '{uid}' has an empty transcript")
-        rec, offset, duration = uid, 0.0, None
+        rec, offset, duration = uid, None, None
+        meta = {}
         if segments:
             if uid not in segments:
                 raise ManifestError(f"{where}: utterance '{uid}' has no line in segments")
@@ -66,6 +70,7 @@ def read_kaldi_dir(data_dir: str | os.PathLike, accent: str | None = None, lang:
                 raise ManifestError(f"{d / 'segments'}:{seg_line}: expected 'utt rec start end'")
             rec, start, end = parts[0], float(parts[1]), float(parts[2])
             offset, duration = start, end - start
+            meta[RECORDING] = rec  # so that to-kaldi writes the same recording ids back
         if rec not in wav:
             raise ManifestError(f"{where}: recording '{rec}' has no line in wav.scp")
         path, wav_line = wav[rec]
@@ -84,22 +89,28 @@ def read_kaldi_dir(data_dir: str | os.PathLike, accent: str | None = None, lang:
         utts.append(Utterance(
             id=uid, audio=str(audio), duration=float(duration), text=txt, speaker=utt2spk[uid][0],
             accent=utt2accent[uid][0] if uid in utt2accent else accent,  # type: ignore[arg-type]
-            offset=offset, lang=utt2lang[uid][0] if uid in utt2lang else lang))
+            offset=offset, lang=utt2lang[uid][0] if uid in utt2lang else lang, meta=meta))
     return utts
 
 
 def write_kaldi_dir(utts: list[Utterance], data_dir: str | os.PathLike) -> None:
-    """Write a sorted Kaldi data dir; utterances with an offset get a ``segments`` file."""
+    """Write a sorted Kaldi data dir; segments (utterances with an offset, even 0) get a ``segments`` file.
+
+    A recording keeps the id it had in the Kaldi dir it was read from (``recording`` in the manifest),
+    else it is named after its file.
+    """
     d = Path(data_dir)
     utts = sorted(utts, key=lambda u: u.id)
-    use_segments = any(u.offset for u in utts)
+    use_segments = any(u.offset is not None for u in utts)
     recs: dict[str, str] = {}
+    rec_of: dict[str, str] = {}
     spk2utt: dict[str, list[str]] = defaultdict(list)
     for u in utts:
-        rec = Path(u.audio).stem if use_segments else u.id
-        if recs.get(rec, u.audio) != u.audio:
-            rec = f"{rec}-{len(recs)}"
-        recs[rec] = u.audio
+        if u.audio not in rec_of:
+            rec = str(u.meta.get(RECORDING) or Path(u.audio).stem) if use_segments else u.id
+            if recs.get(rec, u.audio) != u.audio:
+                rec = f"{rec}-{len(recs)}"
+            recs[rec], rec_of[u.audio] = u.audio, rec
         spk2utt[u.speaker].append(u.id)
     files = {
         "text": [f"{u.id} {u.text}" for u in utts],
@@ -110,9 +121,9 @@ def write_kaldi_dir(utts: list[Utterance], data_dir: str | os.PathLike) -> None:
         "spk2utt": [f"{s} {' '.join(ids)}" for s, ids in sorted(spk2utt.items())],
     }
     if use_segments:
-        rec_of = {a: r for r, a in recs.items()}
         files["wav.scp"] = [f"{r} {a}" for r, a in sorted(recs.items())]
-        files["segments"] = [f"{u.id} {rec_of[u.audio]} {u.offset:.3f} {u.offset + u.duration:.3f}" for u in utts]
+        files["segments"] = [f"{u.id} {rec_of[u.audio]} {u.offset or 0.0:.3f} {(u.offset or 0.0) + u.duration:.3f}"
+                             for u in utts]
     else:
         files["wav.scp"] = [f"{u.id} {u.audio}" for u in utts]
     d.mkdir(parents=True, exist_ok=True)

@@ -1,7 +1,9 @@
 """The manifest: one JSON object a line, one utterance each; the contract between every stage.
 
 Required fields: ``id``, ``audio``, ``duration``, ``text``, ``speaker``, ``accent``; optional
-``offset`` (seconds into ``audio``) and ``lang``. Any other field (corpus metadata such as
+``offset`` (seconds into ``audio``) and ``lang``. A line with ``offset`` (even ``0``) is a segment:
+``offset`` and ``duration`` together say which part of ``audio`` it is; without ``offset`` the
+utterance is the whole file. Any other field (corpus metadata such as
 ``domain`` or ``country``) is kept in :attr:`Utterance.meta` and written back unchanged.
 ``audio`` may be relative: it is resolved against the manifest's own folder, so a corpus and its
 manifest can move together.
@@ -36,7 +38,8 @@ class Utterance:
     text: str
     speaker: str
     accent: str
-    offset: float = 0.0
+    #: Seconds into ``audio`` where the segment starts; None: the utterance is the whole file.
+    offset: float | None = None
     lang: str = "en"
     meta: dict[str, Any] = field(default_factory=dict)
     # Where this record came from, for error messages; never written out.
@@ -51,7 +54,7 @@ class Utterance:
     def to_dict(self) -> dict[str, Any]:
         d: dict[str, Any] = {"id": self.id, "audio": self.audio, "duration": round(float(self.duration), 4),
                              "text": self.text, "speaker": self.speaker, "accent": self.accent}
-        if self.offset:
+        if self.offset is not None:
             d["offset"] = self.offset
         d["lang"] = self.lang
         d.update(self.meta)
@@ -123,9 +126,10 @@ def parse_manifest(path: str | os.PathLike, check_audio: bool = True) -> tuple[l
             continue
         seen[obj["id"]] = lineno
         meta = {k: v for k, v in obj.items() if k not in REQUIRED and k not in OPTIONAL}
+        offset = float(obj["offset"]) if "offset" in obj else None
         utt = Utterance(id=obj["id"], audio=obj["audio"], duration=float(obj["duration"]), text=obj["text"],
-                        speaker=obj["speaker"], accent=obj["accent"], offset=float(obj.get("offset", 0.0)),
-                        lang=obj.get("lang", "en"), meta=meta, source=where)
+                        speaker=obj["speaker"], accent=obj["accent"], offset=offset, lang=obj.get("lang", "en"),
+                        meta=meta, source=where)
         if check_audio:
             audio = utt.audio_path(path.resolve().parent)  # as read_manifest resolves it, symlinks too
             if not audio.is_file():

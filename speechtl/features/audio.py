@@ -48,6 +48,10 @@ def load_audio(path: str | os.PathLike, sampling_rate: int, offset: float = 0.0,
 def load_utterance(utt: Utterance, sampling_rate: int) -> np.ndarray:
     """The samples of one manifest utterance: the whole file, or its ``offset``/``duration`` segment.
 
-    Errors name the manifest line the utterance came from.
+    A segment is read as offset and duration together, whatever the offset: a segment starting at 0 s
+    is still only ``duration`` seconds of its recording. Errors name the manifest line the utterance
+    came from.
     """
-    return load_audio(utt.audio, sampling_rate, utt.offset, utt.duration if utt.offset else None, where=utt.source)
+    if utt.offset is None:
+        return load_audio(utt.audio, sampling_rate, where=utt.source)
+    return load_audio(utt.audio, sampling_rate, utt.offset, utt.duration, where=utt.source)
