@@ -6,6 +6,7 @@ killed half-way never leaves a truncated file that a later stage would mistake f
 
 from __future__ import annotations
 
+import codecs
 import contextlib
 import json
 import logging
@@ -86,9 +87,13 @@ def write_jsonl(path: str | os.PathLike, rows: Iterable[dict]) -> None:
             f.write(json.dumps(row, ensure_ascii=False) + "\n")
 
 
-def read_json(path: str | os.PathLike) -> Any:
-    with open(path, encoding="utf-8") as f:
-        return json.load(f)
+def text_lines(path: str | os.PathLike) -> list[bytes]:
+    """A text file's lines as editors on any system save them: a leading UTF-8 byte-order mark dropped,
+    ``\n``, ``\r\n`` and ``\r`` line ends removed.
+
+    The lines stay bytes, so that each reader can name the line of a byte that isn't UTF-8.
+    """
+    return Path(path).read_bytes().removeprefix(codecs.BOM_UTF8).splitlines()
 
 
 def setup_logging(log_file: str | os.PathLike | None = None, level: int = logging.INFO) -> None:

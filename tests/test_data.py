@@ -171,3 +171,41 @@ def test_kaldi_segments_from_zero_round_trip_unchanged_and_load_as_segments(tmp_
         assert (out / name).read_text() == text, name
     lengths = {u.id: len(load_utterance(u, 16000)) for u in read_manifest(manifest)}
     assert lengths == {"rec1-a": 20000, "rec1-b": 12000, "rec2-a": 12000}
+
+
+BOM = b"\xef\xbb\xbf"
+
+
+def windows(text: str) -> bytes:
+    """``text`` as Windows editors and spreadsheets save it: a UTF-8 byte-order mark and CRLF line ends."""
+    return BOM + text.replace("\n", "\r\n").encode("utf-8")
+
+
+def test_a_manifest_with_a_byte_order_mark_and_crlf_reads_like_a_plain_one(tmp_path):
+    tone(tmp_path / "u0.wav")
+    tone(tmp_path / "u1.wav")
+    rows = [row(0, text="café au lait"), row(1, speaker="s2")]
+    plain = write_manifest_rows(tmp_path / "plain.jsonl", rows)
+    win = tmp_path / "win.jsonl"
+    win.write_bytes(windows(plain.read_text(encoding="utf-8")))
+    assert read_manifest(win) == read_manifest(plain)
+    # line numbers and other bad bytes are reported as before
+    win.write_bytes(windows(json.dumps(row(0)) + "\n{oops\n") + "é\r\n".encode("latin-1"))
+    _, errors = parse_manifest(win)
+    assert errors == [f"{win}:2: not valid JSON (Expecting property name enclosed in double quotes at column 2)",
+                      f"{win}:3: not valid UTF-8 (unexpected end of data at byte 0); re-encode the file as UTF-8"]
+
+
+def test_a_kaldi_dir_with_byte_order_marks_and_crlf_reads_like_a_plain_one(tmp_path):
+    wav = tone(tmp_path / "rec.wav", seconds=2.0)
+    files = {"wav.scp": f"rec {wav}\n", "segments": "u1 rec 0.00 0.50\nu2 rec 0.50 1.50\n",
+             "text": "u1 café\nu2 two words\n", "utt2spk": "u1 s\nu2 s\n", "utt2accent": "u1 x\nu2 x\n"}
+    for name, text in files.items():
+        (tmp_path / "plain").mkdir(exist_ok=True)
+        (tmp_path / "plain" / name).write_text(text, encoding="utf-8")
+        (tmp_path / "win").mkdir(exist_ok=True)
+        (tmp_path / "win" / name).write_bytes(windows(text))
+    assert read_kaldi_dir(tmp_path / "win") == read_kaldi_dir(tmp_path / "plain")
+    (tmp_path / "win" / "text").write_bytes(windows("u1 one\n") + "u2 caf\xe9\r\n".encode("latin-1"))
+    with pytest.raises(ManifestError, match=r"text:2: not valid UTF-8"):
+        read_kaldi_dir(tmp_path / "win")

@@ -83,6 +83,19 @@ def test_score_names_missing_extra_and_duplicate_ids(corpus, tmp_path, capsys):
     assert row["hyp"] == "" and row["del"] == row["ref_words"] > 0
 
 
+def test_hypotheses_with_a_byte_order_mark_and_crlf_read_like_plain_ones(corpus, tmp_path):
+    _, hyps, _ = corpus
+    for name, text in (("text", "".join(f"{k} {v}\n" for k, v in hyps.items())),
+                       ("hyp.jsonl", "".join(json.dumps({"id": k, "hyp": v}) + "\n" for k, v in hyps.items()))):
+        win = tmp_path / name
+        win.write_bytes(b"\xef\xbb\xbf" + text.replace("\n", "\r\n").encode("utf-8"))
+        assert external.read_hypotheses(win) == hyps
+    bad = tmp_path / "bad.txt"
+    bad.write_bytes(b"\xef\xbb\xbfa one\r\nb caf\xe9\r\n")
+    with pytest.raises(external.HypothesisError, match=f"{bad}:2: not valid UTF-8"):
+        external.read_hypotheses(bad)
+
+
 def test_parallel_scoring_equals_serial(corpus, monkeypatch, tmp_path):
     utts, hyps, _ = corpus
     from speechtl.evaluate.decode import score_hypotheses, write_per_utt

@@ -13,7 +13,7 @@ from pathlib import Path
 import soundfile as sf
 
 from speechtl.data.manifest import ManifestError, Utterance
-from speechtl.io import atomic_write
+from speechtl.io import atomic_write, text_lines
 
 #: The manifest field that keeps a segment's recording id from a Kaldi ``segments`` file.
 RECORDING = "recording"
@@ -26,7 +26,7 @@ def _read_table(path: Path, required: bool = True) -> dict[str, tuple[str, int]]
             raise ManifestError(f"{path}: required Kaldi file is missing")
         return {}
     table: dict[str, tuple[str, int]] = {}
-    for lineno, raw in enumerate(path.read_bytes().splitlines(), start=1):
+    for lineno, raw in enumerate(text_lines(path), start=1):
         try:
             line = raw.decode("utf-8").strip()
         except UnicodeDecodeError as e:

@@ -19,6 +19,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from speechtl.io import text_lines
+
 REQUIRED = {"id": str, "audio": str, "duration": (int, float), "text": str, "speaker": str, "accent": str}
 OPTIONAL = {"offset": (int, float), "lang": str}
 MAX_ERRORS_SHOWN = 20
@@ -102,8 +104,7 @@ def parse_manifest(path: str | os.PathLike, check_audio: bool = True) -> tuple[l
     utts: list[Utterance] = []
     errors: list[str] = []
     seen: dict[str, int] = {}
-    raw = path.read_bytes()
-    for lineno, bline in enumerate(raw.splitlines(), start=1):
+    for lineno, bline in enumerate(text_lines(path), start=1):
         where = f"{path}:{lineno}"
         try:
             line = bline.decode("utf-8")

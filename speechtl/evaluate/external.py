@@ -36,7 +36,7 @@ from speechtl.evaluate.stats import (
     kaldi_bootci_single,
     resampling_blocks,
 )
-from speechtl.io import atomic_write, write_json, write_jsonl
+from speechtl.io import atomic_write, text_lines, write_json, write_jsonl
 
 LOG = logging.getLogger("speechtl.evaluate")
 IDS_SHOWN = 10
@@ -53,7 +53,13 @@ def read_hypotheses(path: str | os.PathLike) -> dict[str, str]:
     path = Path(path)
     if not path.is_file():
         raise HypothesisError(f"{path}: hypothesis file not found")
-    lines = path.read_text(encoding="utf-8").splitlines()
+    lines = []
+    for lineno, raw in enumerate(text_lines(path), start=1):
+        try:
+            lines.append(raw.decode("utf-8"))
+        except UnicodeDecodeError as e:
+            raise HypothesisError(f"{path}:{lineno}: not valid UTF-8 ({e.reason} at byte {e.start}); re-encode "
+                                  "the file as UTF-8") from None
     first = next((ln for ln in lines if ln.strip()), "")
     if not first:
         raise HypothesisError(f"{path}: hypothesis file is empty")
