@@ -39,6 +39,7 @@ from torch import nn
 
 from speechtl import __version__
 from speechtl.adapt import bottleneck
+from speechtl.errors import SpeechtlError
 from speechtl.io import atomic_write, write_json
 from speechtl.models.base import SpeechModel, weights_sha256
 
@@ -51,7 +52,7 @@ BOTTLENECK_TYPE = "SPEECHTL_BOTTLENECK"
 PEFT_PREFIX = "base_model.model."
 
 
-class AdapterError(ValueError):
+class AdapterError(SpeechtlError):
     """An adapter that can't be put on this model; the message says why and what to do."""
 
 

@@ -16,6 +16,8 @@ from typing import Any
 
 import yaml
 
+from speechtl.errors import SpeechtlError
+
 METHODS = ("full", "freeze", "lora", "adapters")
 #: Methods that train a small adapter beside frozen base weights (saved and exported on their own).
 ADAPTER_METHODS = ("lora", "adapters")
@@ -23,7 +25,7 @@ SCHEDULERS = ("linear", "cosine", "constant")
 PRECISIONS = ("auto", "no", "fp16", "bf16")
 
 
-class ConfigError(ValueError):
+class ConfigError(SpeechtlError):
     pass
 
 

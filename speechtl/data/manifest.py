@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from speechtl.errors import SpeechtlError
 from speechtl.io import text_lines
 
 REQUIRED = {"id": str, "audio": str, "duration": (int, float), "text": str, "speaker": str, "accent": str}
@@ -26,7 +27,7 @@ OPTIONAL = {"offset": (int, float), "lang": str}
 MAX_ERRORS_SHOWN = 20
 
 
-class ManifestError(ValueError):
+class ManifestError(SpeechtlError):
     """A manifest that can't be used; the message lists each bad line as ``file:line: field: problem``."""
 
 

@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from speechtl.data.manifest import Utterance, read_manifest
+from speechtl.errors import SpeechtlError
 from speechtl.evaluate.analysis import OpCounts, align_rows, op_counts, write_ops, write_per_spk
 from speechtl.evaluate.metrics import ErrorCounts, Scores
 from speechtl.evaluate.stats import (
@@ -44,7 +45,7 @@ IDS_SHOWN = 10
 PARALLEL_MIN_UTTS = 5000
 
 
-class HypothesisError(ValueError):
+class HypothesisError(SpeechtlError):
     """A hypothesis file that can't be scored; the message names the file, the line and the id."""
 
 

@@ -12,9 +12,10 @@ import soundfile as sf
 import soxr
 
 from speechtl.data.manifest import Utterance
+from speechtl.errors import SpeechtlError
 
 
-class AudioError(ValueError):
+class AudioError(SpeechtlError):
     """Audio that can't be used; the message names the file (and the manifest line when known)."""
 
 

@@ -18,6 +18,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from speechtl.errors import SpeechtlError
+
 LOG = logging.getLogger("speechtl.models")
 
 
@@ -76,7 +78,7 @@ class AdapterControl(Protocol):
     def merge(self, name: str | None = None) -> None: ...
 
 
-class ModelLoadError(ValueError):
+class ModelLoadError(SpeechtlError):
     """A model source that can't be loaded; the message says what was tried and how to fix it."""
 
 

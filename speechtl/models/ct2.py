@@ -18,6 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
+from speechtl.errors import SpeechtlError
+
 LOG = logging.getLogger("speechtl.models.ct2")
 
 # ctranslate2::DataType enum values.
@@ -25,7 +27,7 @@ _DTYPES = {0: np.float32, 1: np.int8, 2: np.int16, 3: np.int32, 4: np.float16}
 _BF16 = 5
 
 
-class CT2FormatError(ValueError):
+class CT2FormatError(SpeechtlError):
     pass
 
 
