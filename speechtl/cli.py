@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 import argparse
+import datetime
 import logging
+import os
 import sys
+import tempfile
+import traceback
 from pathlib import Path
 
 from speechtl import __version__
+from speechtl.errors import SpeechtlError, UsageError
 
 LOG = logging.getLogger("speechtl.cli")
 
@@ -87,14 +92,17 @@ def cmd_new_ctc_model(args: argparse.Namespace) -> int:
         return 0
     sizes = {}
     if args.config:
-        sizes = yaml.safe_load(Path(args.config).read_text(encoding="utf-8")) or {}
+        try:
+            sizes = yaml.safe_load(Path(args.config).read_text(encoding="utf-8")) or {}
+        except yaml.YAMLError as e:
+            raise UsageError(f"{args.config}: not valid YAML ({' '.join(str(e).split())})") from e
         if not isinstance(sizes, dict):
-            raise ValueError(f"{args.config}: expected a mapping of new_ctc_model arguments")
+            raise UsageError(f"{args.config}: expected a mapping of new_ctc_model arguments")
     texts = [u.text for u in read_manifest(args.texts, check_audio=False)]
     try:
         new_ctc_model(out, texts, **sizes)
     except (TypeError, ValueError) as e:  # an unknown or bad architecture key
-        raise ValueError(f"{args.config or 'defaults'}: {e}") from e
+        raise UsageError(f"{args.config or 'defaults'}: {e}") from e
     print(f"{out}: new CTC model")
     return 0
 
@@ -126,14 +134,14 @@ def cmd_manifest(args: argparse.Namespace) -> int:
               f"accents: {', '.join(sorted({u.accent for u in utts}))}")
     elif args.action == "from-kaldi":
         if not args.out:
-            raise ValueError("from-kaldi needs --out MANIFEST.jsonl")
+            raise UsageError("from-kaldi needs --out MANIFEST.jsonl")
         utts = read_kaldi_dir(args.src, accent=args.accent, lang=args.lang)
         write_manifest(args.out, utts)
         read_manifest(args.out, check_audio=not args.no_audio_check)  # what was written must validate
         print(f"{args.out}: {len(utts)} utterances from {args.src}")
     else:
         if not args.out:
-            raise ValueError("to-kaldi needs --out DATA_DIR")
+            raise UsageError("to-kaldi needs --out DATA_DIR")
         utts = read_manifest(args.src, check_audio=not args.no_audio_check)
         write_kaldi_dir(utts, args.out)
         print(f"{args.out}: Kaldi data dir with {len(utts)} utterances")
@@ -323,7 +331,31 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _traceback_file(args: argparse.Namespace) -> Path:
+    """Where an internal error's traceback goes: ``error.log`` in the command's output dir when it is one
+    (``--out`` of eval, train, report…), else a new temporary file."""
+    out = getattr(args, "out", None)
+    if out and Path(out).is_dir():
+        return Path(out) / "error.log"
+    fd, name = tempfile.mkstemp(prefix="speechtl-error-", suffix=".log")
+    os.close(fd)
+    return Path(name)
+
+
+def _report_internal_error(args: argparse.Namespace, error: Exception) -> Path:
+    """Write the traceback of a bug, with the command that hit it, and return where it went."""
+    path = _traceback_file(args)
+    with open(path, "a", encoding="utf-8") as f:
+        f.write(f"{datetime.datetime.now().isoformat(timespec='seconds')} speechtl {__version__}: "
+                f"{' '.join(sys.argv)}\n")
+        traceback.print_exception(type(error), error, error.__traceback__, file=f)
+    return path
+
+
 def main(argv: list[str] | None = None) -> int:
+    """Run one subcommand. Bad input (a :class:`~speechtl.errors.SpeechtlError` or a missing file) is said in
+    one line, exit 2; anything else is a bug in speechtl: one line saying so and where its traceback is, exit 1.
+    """
     args = build_parser().parse_args(argv)
     if getattr(args, "device", "unset") is None:
         import torch
@@ -331,10 +363,19 @@ def main(argv: list[str] | None = None) -> int:
         args.device = "cuda" if torch.cuda.is_available() else "cpu"
     try:
         return args.func(args)
-    # ManifestError, AudioError, ConfigError and ModelLoadError are ValueErrors: bad input, said plainly.
-    except (ValueError, FileNotFoundError) as e:
+    except (SpeechtlError, FileNotFoundError) as e:
         print(f"speechtl {args.command}: error: {e}", file=sys.stderr)
         return 2
+    except Exception as e:  # a bug: not the user's to fix, but the traceback is what a fix needs
+        try:
+            where = f"traceback in {_report_internal_error(args, e)}"
+        except OSError as write_error:
+            where = f"the traceback could not be written ({write_error})"
+        summary = " ".join(str(e).split())[:300]
+        print(f"speechtl {args.command}: internal error (a bug in speechtl, not a problem with your input): "
+              f"{type(e).__name__}{': ' + summary if summary else ''}; {where}; please report it",
+              file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from speechtl.data.manifest import ManifestError, Utterance
+from speechtl.errors import UsageError
 from speechtl.io import atomic_write, write_json
 
 LOG = logging.getLogger("speechtl.data.splits")
@@ -39,11 +40,11 @@ def parse_fractions(text: str, names: tuple[str, ...] = ("train", "dev", "test")
     try:
         values = [float(p) for p in parts]
     except ValueError as e:
-        raise ValueError(f"split fractions '{text}' must be {len(names)} numbers, e.g. 0.8,0.1,0.1") from e
+        raise UsageError(f"split fractions '{text}' must be {len(names)} numbers, e.g. 0.8,0.1,0.1") from e
     if len(values) != len(names) or any(v < 0 or not math.isfinite(v) for v in values):
-        raise ValueError(f"split fractions '{text}' must be {len(names)} numbers >= 0 for {', '.join(names)}")
+        raise UsageError(f"split fractions '{text}' must be {len(names)} numbers >= 0 for {', '.join(names)}")
     if abs(sum(values) - 1.0) > 1e-6:
-        raise ValueError(f"split fractions '{text}' must sum to 1 (they sum to {sum(values):g})")
+        raise UsageError(f"split fractions '{text}' must sum to 1 (they sum to {sum(values):g})")
     return dict(zip(names, values, strict=True))
 
 

@@ -11,6 +11,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from functools import cache, lru_cache
 
+from speechtl.errors import UsageError
+
 Normalizer = Callable[[str], str]
 
 
@@ -20,7 +22,7 @@ def normalizer_for(lang: str = "en", kind: str = "whisper") -> Normalizer:
     if kind == "none":
         return lambda s: " ".join(s.lower().split())
     if kind != "whisper":
-        raise ValueError(f"unknown normaliser '{kind}': use 'whisper' or 'none'")
+        raise UsageError(f"unknown normaliser '{kind}': use 'whisper' or 'none'")
     if lang.split("-")[0].lower() == "en":
         from whisper_normalizer.english import EnglishTextNormalizer
 

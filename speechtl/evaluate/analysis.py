@@ -15,6 +15,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from speechtl.errors import ResultsError
 from speechtl.evaluate.metrics import alignment
 from speechtl.io import atomic_write
 
@@ -97,8 +98,8 @@ def word_changes(before: Mapping[str, Alignment], after: Mapping[str, Alignment]
         words = [r for _, r, _ in before[uid] if r is not None]
         ok_b, ok_a = ref_word_correct(before[uid]), ref_word_correct(after[uid])
         if len(ok_b) != len(ok_a):
-            raise ValueError(f"utterance {uid}: the before and after rows have different references "
-                             f"({len(ok_b)} vs {len(ok_a)} words); were they scored on the same manifest?")
+            raise ResultsError(f"utterance {uid}: the before and after rows have different references "
+                               f"({len(ok_b)} vs {len(ok_a)} words); were they scored on the same manifest?")
         for w, b, a in zip(words, ok_b, ok_a, strict=True):
             if a and not b:
                 out.fixed[w] += 1

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
-from speechtl.data.manifest import Utterance
+from speechtl.data.manifest import ManifestError, Utterance
 from speechtl.data.text import normalizer_for
 from speechtl.evaluate.metrics import Scores, alignment, score_rows, word_counts
 from speechtl.features.audio import load_utterance
@@ -41,8 +41,8 @@ def check_durations(utts: Sequence[Utterance], model: SpeechModel) -> None:
     too_long = [u for u in utts if limit is not None and u.duration > limit]
     if too_long:
         listed = ", ".join(f"{u.id} ({u.duration:.1f}s, {u.source})" for u in too_long[:5])
-        raise ValueError(f"{len(too_long)} utterance(s) are longer than the model's {limit:.0f}s input: {listed}. "
-                         "Segment them, or drop them explicitly with --max-duration.")
+        raise ManifestError(f"{len(too_long)} utterance(s) are longer than the model's {limit:.0f}s input: {listed}. "
+                            "Segment them, or drop them explicitly with --max-duration.")
 
 
 def transcribe_utterances(model: SpeechModel, utts: Sequence[Utterance], opts: DecodeOptions,

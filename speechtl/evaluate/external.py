@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from speechtl.data.manifest import Utterance, read_manifest
-from speechtl.errors import SpeechtlError
+from speechtl.errors import SpeechtlError, UsageError
 from speechtl.evaluate.analysis import OpCounts, align_rows, op_counts, write_ops, write_per_spk
 from speechtl.evaluate.metrics import ErrorCounts, Scores
 from speechtl.evaluate.stats import (
@@ -108,7 +108,7 @@ def match_ids(utts: Sequence[Utterance], hyps: dict[str, str], ref_path: Path, h
               missing: str = "error") -> dict[str, str]:
     """Check that references and hypotheses cover the same utterances; name the ones that don't."""
     if missing not in ("error", "empty"):
-        raise ValueError(f"missing must be 'error' or 'empty', got '{missing}'")
+        raise UsageError(f"missing must be 'error' or 'empty', got '{missing}'")
     ref_ids = {u.id for u in utts}
     extra = sorted(set(hyps) - ref_ids)
     if extra:

@@ -31,6 +31,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from speechtl.errors import ResultsError, UsageError
+
 # Index matrices are drawn this many cells at a time, to bound memory whatever the number of blocks.
 _CELLS_PER_CHUNK = 2_000_000
 
@@ -45,9 +47,9 @@ class BootstrapConfig:
 
     def __post_init__(self) -> None:
         if self.n_boot < 1:
-            raise ValueError(f"n_boot must be at least 1, got {self.n_boot}")
+            raise UsageError(f"n_boot must be at least 1, got {self.n_boot}")
         if not 0 < self.level < 1:
-            raise ValueError(f"level must be between 0 and 1 (e.g. 0.95), got {self.level}")
+            raise UsageError(f"level must be between 0 and 1 (e.g. 0.95), got {self.level}")
 
     def derive(self, *names: str) -> BootstrapConfig:
         """The same settings with a seed that depends on ``names`` (stable across runs and machines)."""
@@ -216,13 +218,13 @@ def check_same_blocks(before: BlockCounts, after: BlockCounts, what: str = "") -
     if before.names != after.names:
         only_b = sorted(set(before.names) - set(after.names))[:5]
         only_a = sorted(set(after.names) - set(before.names))[:5]
-        raise ValueError(f"{what or 'paired comparison'}: the two systems were scored on different {before.unit}s "
-                         f"(only in the first: {only_b}, only in the second: {only_a}); score both on the same "
-                         "manifest")
+        raise ResultsError(f"{what or 'paired comparison'}: the two systems were scored on different {before.unit}s "
+                           f"(only in the first: {only_b}, only in the second: {only_a}); score both on the same "
+                           "manifest")
     if not np.array_equal(before.ref, after.ref):
         bad = [n for n, x, y in zip(before.names, before.ref, after.ref, strict=True) if x != y][:5]
-        raise ValueError(f"{what or 'paired comparison'}: reference lengths differ for {before.unit}(s) {bad}; "
-                         "the two systems were not scored against the same references (or normaliser)")
+        raise ResultsError(f"{what or 'paired comparison'}: reference lengths differ for {before.unit}(s) {bad}; "
+                           "the two systems were not scored against the same references (or normaliser)")
 
 
 def paired_bootstrap(before: BlockCounts, after: BlockCounts, cfg: BootstrapConfig, what: str = "") -> PairedResult:
@@ -300,7 +302,7 @@ def forgetting_score(targets: Mapping[str, tuple[BlockCounts, BlockCounts]],
     its own, and the worst one counts, so a large easy set can't hide damage on a small one.
     """
     if not targets:
-        raise ValueError("the forgetting score needs at least one test set with role 'target'")
+        raise UsageError("the forgetting score needs at least one test set with role 'target'")
     for name, (b, a) in {**targets, **sources}.items():
         check_same_blocks(b, a, f"test set {name}")
     pooled_b = BlockCounts.concat({k: v[0] for k, v in targets.items()})

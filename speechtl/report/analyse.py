@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections import defaultdict
 from dataclasses import dataclass, field
 
+from speechtl.errors import ResultsError
 from speechtl.evaluate.analysis import (
     Alignment,
     OpCounts,
@@ -108,7 +109,7 @@ def analyse_set(name: str, before: EvalSet, after: EvalSet, cfg: BootstrapConfig
     the caller with :func:`speechtl.report.loading.check_same_utterances`)."""
     if before.rows is None or after.rows is None:
         missing = before.path if before.rows is None else after.path
-        raise ValueError(f"{missing / 'hyp.jsonl'} not found: the per-utterance rows are needed for statistics")
+        raise ResultsError(f"{missing / 'hyp.jsonl'} not found: the per-utterance rows are needed for statistics")
     rb, ra = before.rows, after.rows
     blocks_b, blocks_a = resampling_blocks(rb), resampling_blocks(ra)
     wer = paired_bootstrap(blocks_b, blocks_a, cfg.derive(name, "wer"), f"test set {name}")

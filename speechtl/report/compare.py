@@ -24,6 +24,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from speechtl.errors import ResultsError, UsageError
 from speechtl.evaluate.stats import (
     BootstrapConfig,
     Estimate,
@@ -71,7 +72,7 @@ def _load_sets(d: Path) -> dict[str, EvalSet]:
         s = load_eval_set(p) if p.is_dir() else None
         if s is not None:
             if s.rows is None:
-                raise ValueError(f"{p / 'hyp.jsonl'} not found: compare needs the per-utterance rows of every set")
+                raise ResultsError(f"{p / 'hyp.jsonl'} not found: compare needs the per-utterance rows of every set")
             sets[p.name] = s
     return sets
 
@@ -82,7 +83,8 @@ def discover(spec: str) -> list[System]:
     path = Path(rest if sep and not Path(spec).exists() else spec)
     label = label if sep and not Path(spec).exists() else ""
     if not path.is_dir():
-        raise ValueError(f"{path}: not a directory (expected an experiment dir, a dir of test sets or a test-set dir)")
+        raise ResultsError(f"{path}: not a directory (expected an experiment dir, a dir of test sets or a test-set "
+                           "dir)")
     name = label or path.resolve().name
     if (path / "eval").is_dir():
         summary = path / "train" / "summary.json"
@@ -93,17 +95,17 @@ def discover(spec: str) -> list[System]:
         if before := _load_sets(path / "eval" / "before"):
             out.append(System(f"{name} (before)", before, "base", path, train, [name]))
         if not out:
-            raise ValueError(f"{path}/eval: no <set>/scores.json under eval/before or eval/after")
+            raise ResultsError(f"{path}/eval: no <set>/scores.json under eval/before or eval/after")
         return out
     if (path / "scores.json").is_file():
         s = load_eval_set(path)
         if s is None or s.rows is None:
-            raise ValueError(f"{path / 'hyp.jsonl'} not found: compare needs the per-utterance rows")
+            raise ResultsError(f"{path / 'hyp.jsonl'} not found: compare needs the per-utterance rows")
         return [System(label or path.resolve().parent.name, {path.name: s}, "external", path)]
     if sets := _load_sets(path):
         return [System(name, sets, "external", path)]
-    raise ValueError(f"{path}: found no evaluations: expected eval/{{before,after}}/<set>/scores.json (an experiment "
-                     "dir), <set>/scores.json (a dir of test sets) or scores.json (one test set)")
+    raise ResultsError(f"{path}: found no evaluations: expected eval/{{before,after}}/<set>/scores.json (an experiment "
+                       "dir), <set>/scores.json (a dir of test sets) or scores.json (one test set)")
 
 
 def _fingerprint(s: System) -> str:
@@ -136,7 +138,7 @@ def merge_bases(systems: list[System]) -> list[System]:
     labels = [s.label for s in out]
     dup = sorted({x for x in labels if labels.count(x) > 1})
     if dup:
-        raise ValueError(f"two systems are labelled {dup}: name them with LABEL=PATH")
+        raise UsageError(f"two systems are labelled {dup}: name them with LABEL=PATH")
     return out
 
 
@@ -261,7 +263,7 @@ def compare(paths: list[str], out_dir: Path, cfg: BootstrapConfig | None = None,
     """Write COMPARE.md, compare.json and the plot; return COMPARE.md's path and the leaderboards as text."""
     cfg = cfg or BootstrapConfig()
     if not paths:
-        raise ValueError("compare needs at least one experiment or evaluation dir")
+        raise UsageError("compare needs at least one experiment or evaluation dir")
     systems = merge_bases([s for p in paths for s in discover(p)])
     roles = {**roles_from_runs(systems), **(roles or {})}
     names = sorted({n for s in systems for n in s.sets})

@@ -12,6 +12,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from speechtl.errors import ResultsError
+
 ROW_KEYS = ("id", "speaker", "ref_norm", "hyp_norm", "sub", "del", "ins", "ref_words")
 IDS_SHOWN = 10
 
@@ -42,10 +44,11 @@ def read_rows(path: Path) -> list[dict]:
         try:
             row = json.loads(line)
         except json.JSONDecodeError as e:
-            raise ValueError(f"{path}:{lineno}: not valid JSON ({e.msg}); re-run the evaluation of this set") from None
+            raise ResultsError(f"{path}:{lineno}: not valid JSON ({e.msg}); re-run the evaluation of this "
+                               "set") from None
         absent = [k for k in ROW_KEYS if k not in row]
         if absent:
-            raise ValueError(f"{path}:{lineno}: row lacks {absent}; it was not written by speechtl eval/score")
+            raise ResultsError(f"{path}:{lineno}: row lacks {absent}; it was not written by speechtl eval/score")
         rows.append(row)
     return rows
 
@@ -58,7 +61,7 @@ def load_eval_set(d: Path) -> EvalSet | None:
     try:
         scores = json.loads(f.read_text(encoding="utf-8"))
     except json.JSONDecodeError as e:
-        raise ValueError(f"{f}:{e.lineno}: not valid JSON ({e.msg}); re-run the evaluation of this set") from None
+        raise ResultsError(f"{f}:{e.lineno}: not valid JSON ({e.msg}); re-run the evaluation of this set") from None
     hyp = d / "hyp.jsonl"
     return EvalSet(d, scores, read_rows(hyp) if hyp.is_file() else None)
 
@@ -87,12 +90,12 @@ def check_same_utterances(sets: Mapping[str, EvalSet], test_set: str) -> None:
             if extra:
                 parts.append(f"utterance(s) {_listed(extra)} of {s.path / 'hyp.jsonl'} are not in "
                              f"{first.path / 'hyp.jsonl'}")
-            raise ValueError(f"test set {test_set}: {first_label} and {label} were not scored on the same "
-                             f"utterances: {'; '.join(parts)}. Evaluate both on the same manifest.")
+            raise ResultsError(f"test set {test_set}: {first_label} and {label} were not scored on the same "
+                               f"utterances: {'; '.join(parts)}. Evaluate both on the same manifest.")
         differ = sorted(i for i in ids if ids[i] != ref_of[i])
         if differ:
             i = differ[0]
-            raise ValueError(f"test set {test_set}: utterance '{i}' has a different reference in "
-                             f"{first.path / 'hyp.jsonl'} ({ref_of[i]!r}) than in {s.path / 'hyp.jsonl'} "
-                             f"({ids[i]!r}); {len(differ)} utterance(s) differ. Score both with the same manifest "
-                             "and normaliser.")
+            raise ResultsError(f"test set {test_set}: utterance '{i}' has a different reference in "
+                               f"{first.path / 'hyp.jsonl'} ({ref_of[i]!r}) than in {s.path / 'hyp.jsonl'} "
+                               f"({ids[i]!r}); {len(differ)} utterance(s) differ. Score both with the same manifest "
+                               "and normaliser.")

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from speechtl.errors import ResultsError, UsageError
 from speechtl.evaluate.analysis import align_rows, op_counts, top_items, write_ops, write_per_spk
 from speechtl.evaluate.stats import BootstrapConfig, ForgettingScore, forgetting_score, kaldi_bootci
 from speechtl.io import atomic_write, environment, write_json
@@ -85,7 +86,7 @@ def parse_roles(pairs: list[str]) -> dict[str, str]:
     for p in pairs:
         name, sep, role = p.partition("=")
         if not sep or not name or role not in ROLES:
-            raise ValueError(f"--role {p!r}: expected SET=ROLE with ROLE one of {', '.join(ROLES)}")
+            raise UsageError(f"--role {p!r}: expected SET=ROLE with ROLE one of {', '.join(ROLES)}")
         roles[name] = role
     return roles
 
@@ -99,7 +100,7 @@ def collect(before_dir: Path, after_dir: Path, roles: dict[str, str] | None = No
                     if (p / "scores.json").is_file()})
     unknown = sorted(set(roles) - set(names))
     if unknown:
-        raise ValueError(f"--role names test set(s) {unknown} that have no <set>/scores.json under {before_dir} or "
+        raise UsageError(f"--role names test set(s) {unknown} that have no <set>/scores.json under {before_dir} or "
                          f"{after_dir} (found: {names})")
     out = []
     for n in names:
@@ -554,7 +555,7 @@ def write_report(out_dir: Path, title: str, before_dir: Path, after_dir: Path, t
     opts = opts or ReportOptions()
     results = collect(before_dir, after_dir, roles, opts)
     if not results:
-        raise ValueError(f"no evaluations found under {before_dir} or {after_dir} (expected <set>/scores.json)")
+        raise ResultsError(f"no evaluations found under {before_dir} or {after_dir} (expected <set>/scores.json)")
     info = RunInfo.load(train_dir, timings_file, command)
     fs = forgetting(results, opts)
     out_dir.mkdir(parents=True, exist_ok=True)

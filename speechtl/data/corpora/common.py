@@ -30,6 +30,7 @@ from speechtl.data.splits import (
     parse_fractions,
     write_summary,
 )
+from speechtl.errors import UsageError
 from speechtl.io import write_json
 
 LOG = logging.getLogger("speechtl.data.corpora")
@@ -56,10 +57,10 @@ class PrepareOptions:
         try:
             fractions = parse_fractions(args.fractions)
         except ValueError as e:
-            raise ValueError(f"--fractions: {e}") from e
+            raise UsageError(f"--fractions: {e}") from e
         max_duration = args.max_duration if args.max_duration and args.max_duration > 0 else None
         if args.suffix and safe_name(args.suffix) != args.suffix:
-            raise ValueError(f"--suffix '{args.suffix}' may hold only letters, digits, '.', '_' and '-'")
+            raise UsageError(f"--suffix '{args.suffix}' may hold only letters, digits, '.', '_' and '-'")
         return cls(seed=args.seed, fractions=fractions, min_duration=args.min_duration, max_duration=max_duration,
                    suffix=args.suffix)
 
