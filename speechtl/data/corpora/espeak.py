@@ -157,7 +157,9 @@ def synthesize(text: str, speaker: Speaker, path: Path, espeak: str) -> None:
     res = subprocess.run(cmd, capture_output=True, text=True)
     if res.returncode != 0 or not tmp.is_file() or tmp.stat().st_size <= 44:
         tmp.unlink(missing_ok=True)
-        raise RuntimeError(f"espeak-ng failed for voice {speaker.voice}: {res.stderr.strip() or 'no audio'}")
+        raise ManifestError(f"espeak-ng failed for speaker '{speaker.name}' (voice {speaker.voice}): "
+                            f"{res.stderr.strip() or 'no audio'}; check the voice in the spec (espeak-ng --voices "
+                            "lists them)")
     os.replace(tmp, path)
 
 
