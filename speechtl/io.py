@@ -16,11 +16,13 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import time
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
 LOG = logging.getLogger("speechtl")
+PROGRESS_LOG = logging.getLogger("speechtl.progress")
 
 
 def _umask() -> int:
@@ -94,6 +96,121 @@ def text_lines(path: str | os.PathLike) -> list[bytes]:
     The lines stay bytes, so that each reader can name the line of a byte that isn't UTF-8.
     """
     return Path(path).read_bytes().removeprefix(codecs.BOM_UTF8).splitlines()
+
+
+class LogProgress:
+    """The part of tqdm's interface speechtl uses, reporting as log lines: one each time another tenth of
+    ``total`` is done (and at the end), or, with no total, at 10, 20, 50, 100, 200, 500… items.
+
+    For output that is not a terminal, where tqdm's carriage-return redraws would fill a log file
+    with hundreds of half-lines.
+    """
+
+    def __init__(self, iterable: Iterable[Any] | None = None, total: int | None = None, desc: str = "",
+                 unit: str = "it", initial: int = 0, disable: bool = False) -> None:
+        self.iterable = iterable
+        self.total = total if total is not None or iterable is None else _length(iterable)
+        self.desc, self.unit, self.disable = desc, unit, disable
+        self.n = self._start = initial
+        self._started = time.monotonic()
+        self._postfix = ""
+        self._next = self._next_mark(initial)
+        self._closed = False
+
+    def _next_mark(self, n: int) -> int:
+        """The count at which the next line is due."""
+        if self.total:
+            tenth = 10 * n // self.total + 1
+            return -(-tenth * self.total // 10)  # the first count in the next tenth
+        mark = 10
+        while mark <= n:
+            mark = mark * 5 // 2 if str(mark)[0] == "2" else mark * 2
+        return mark
+
+    def __iter__(self) -> Iterator[Any]:
+        try:
+            for item in () if self.iterable is None else self.iterable:
+                yield item
+                self.update(1)
+        finally:
+            self.close()
+
+    def __enter__(self) -> LogProgress:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    def update(self, n: int = 1) -> None:
+        self.n += n
+        if self.n >= self._next:
+            self._log()
+            self._next = self._next_mark(self.n)
+
+    def set_postfix(self, ordered_dict: dict[str, Any] | None = None, refresh: bool = True, **kwargs: Any) -> None:
+        items = {**(ordered_dict or {}), **kwargs}
+        self._postfix = ", ".join(f"{k}={v}" for k, v in items.items())
+
+    def set_postfix_str(self, s: str = "", refresh: bool = True) -> None:
+        self._postfix = s
+
+    def close(self) -> None:
+        if not self._closed and not self.total and self.n > self._start:
+            self._log(final=True)  # the count reached, which no mark announced
+        self._closed = True
+
+    def _log(self, final: bool = False) -> None:
+        if self.disable:
+            return
+        elapsed = time.monotonic() - self._started
+        rate = (self.n - self._start) / elapsed if elapsed > 0 else 0.0
+        parts = [f"{self.n}/{self.total} {self.unit} ({100 * self.n // self.total}%)" if self.total
+                 else f"{self.n} {self.unit}"]
+        if rate:  # as tqdm says it: items a second, or seconds an item when slower than one a second
+            parts.append(f"{rate:.1f} {self.unit}/s" if rate >= 1 else f"{1 / rate:.1f} s/{self.unit}")
+        if final or (self.total and self.n >= self.total):
+            parts.append(f"done in {_duration(elapsed)}")
+        elif self.total and rate:
+            parts.append(f"{_duration((self.total - self.n) / rate)} left")
+        else:
+            parts.append(f"{_duration(elapsed)} so far")
+        if self._postfix:
+            parts.append(self._postfix)
+        PROGRESS_LOG.info("%s: %s", self.desc or "progress", ", ".join(parts))
+
+
+def _length(iterable: Iterable[Any]) -> int | None:
+    try:
+        return len(iterable)  # type: ignore[arg-type]
+    except TypeError:
+        return None
+
+
+def _duration(seconds: float) -> str:
+    s = int(round(seconds))
+    return f"{s // 3600}h{s % 3600 // 60:02d}m" if s >= 3600 else f"{s // 60}m{s % 60:02d}s" if s >= 60 else f"{s}s"
+
+
+def progress(iterable: Iterable[Any] | None = None, total: int | None = None, desc: str = "", unit: str = "it",
+             **kwargs: Any) -> Any:
+    """A progress bar for a long loop: tqdm when stderr is a terminal, else :class:`LogProgress` lines.
+
+    Used as tqdm is: wrap an iterable, or pass ``total`` and call ``update``; ``initial``, ``disable``
+    and ``set_postfix`` work in both. Other keyword arguments (``leave``…) go to tqdm only.
+    """
+    if _is_terminal(sys.stderr):
+        from tqdm.auto import tqdm
+
+        return tqdm(iterable, total=total, desc=desc, unit=unit, **kwargs)
+    return LogProgress(iterable, total=total, desc=desc, unit=unit, initial=kwargs.get("initial", 0),
+                       disable=bool(kwargs.get("disable", False)))
+
+
+def _is_terminal(stream: Any) -> bool:
+    try:
+        return bool(stream.isatty())
+    except (AttributeError, ValueError):  # replaced by an object without isatty, or closed
+        return False
 
 
 def setup_logging(log_file: str | os.PathLike | None = None, level: int = logging.INFO) -> None:

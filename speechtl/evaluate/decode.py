@@ -16,14 +16,12 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from tqdm.auto import tqdm
-
 from speechtl.data.manifest import ManifestError, Utterance
 from speechtl.data.text import normalizer_for
 from speechtl.evaluate.metrics import Scores, alignment, score_rows, word_counts
 from speechtl.features.audio import load_utterance
 from speechtl.features.batching import sorted_batches
-from speechtl.io import atomic_write, write_json, write_jsonl
+from speechtl.io import atomic_write, progress, write_json, write_jsonl
 from speechtl.models.base import SpeechModel
 
 LOG = logging.getLogger("speechtl.evaluate")
@@ -61,7 +59,7 @@ def transcribe_utterances(model: SpeechModel, utts: Sequence[Utterance], opts: D
     check_durations(todo, model)
     sink = open(partial, "a", encoding="utf-8") if partial is not None else None
     try:
-        with tqdm(total=len(todo), desc=desc, unit="utt", leave=False) as bar:
+        with progress(total=len(todo), desc=desc, unit="utt", leave=False) as bar:
             for idx in sorted_batches([u.duration for u in todo], opts.batch_size):
                 batch_utts = [todo[i] for i in idx]
                 audios = [load_utterance(u, model.sampling_rate) for u in batch_utts]

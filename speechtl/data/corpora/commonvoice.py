@@ -22,8 +22,6 @@ import sys
 from collections import Counter
 from pathlib import Path
 
-from tqdm.auto import tqdm
-
 from speechtl.data.corpora.common import (
     Job,
     PrepareOptions,
@@ -36,6 +34,7 @@ from speechtl.data.corpora.common import (
 from speechtl.data.corpora.hub import HubDataset, Row, collect, is_dataset_copy, source_identity
 from speechtl.data.manifest import ManifestError, Utterance
 from speechtl.data.splits import split_by_speaker
+from speechtl.io import progress
 
 LOG = logging.getLogger("speechtl.data.commonvoice")
 SPEC = HubDataset(
@@ -98,7 +97,7 @@ def read_tsv(folder: Path, match: AccentMatcher) -> list[Utterance]:
         if missing:
             raise ManifestError(f"{tsv}:1: column(s) {missing} missing from the header {header}; "
                                 "is this a Common Voice validated.tsv?")
-        for lineno, rec in enumerate(tqdm(reader, desc="commonvoice", unit="row", leave=False), 2):
+        for lineno, rec in enumerate(progress(reader, desc="commonvoice", unit="row", leave=False), 2):
             accent = match(rec.get("accents") or rec.get("accent"))
             if accent is None:
                 continue

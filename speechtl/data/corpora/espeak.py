@@ -34,10 +34,9 @@ from typing import Any
 
 import soundfile as sf
 import yaml
-from tqdm.auto import tqdm
 
 from speechtl.data.manifest import ManifestError, Utterance, write_manifest
-from speechtl.io import write_json
+from speechtl.io import progress, write_json
 
 LOG = logging.getLogger("speechtl.data.espeak")
 
@@ -198,8 +197,8 @@ def prepare_espeak(spec_path: str | os.PathLike, out_dir: str | os.PathLike, job
     todo = [j for j in jobs_list if not j[3].is_file()]
     LOG.info("synthesising %d of %d utterances with %s", len(todo), len(jobs_list), espeak)
     with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
-        list(tqdm(pool.map(lambda j: synthesize(j[2], j[1], j[3], espeak), todo), total=len(todo),
-                  desc="espeak", unit="utt", leave=False))
+        list(progress(pool.map(lambda j: synthesize(j[2], j[1], j[3], espeak), todo), total=len(todo),
+                      desc="espeak", unit="utt", leave=False))
     for name, rows in planned.items():
         utts = []
         for uid, spk, text in rows:

@@ -28,11 +28,10 @@ from pathlib import Path
 from typing import Any
 
 import soundfile as sf
-from tqdm.auto import tqdm
 
 from speechtl.data.corpora.common import audio_duration, files_fingerprint, safe_name
 from speechtl.data.manifest import ManifestError, Utterance
-from speechtl.io import atomic_write
+from speechtl.io import atomic_write, progress
 
 LOG = logging.getLogger("speechtl.data.hub")
 
@@ -216,8 +215,8 @@ def _file_part(root: Path, file: Path, cache: Path) -> _Part:
 
 
 def _rows(spec: HubDataset, part: _Part) -> Iterator[Row]:
-    for i, data in enumerate(tqdm(part.dataset, desc=f"{spec.name} {part.config}/{part.split}", unit="row",
-                                  leave=False)):
+    for i, data in enumerate(progress(part.dataset, desc=f"{spec.name} {part.config}/{part.split}", unit="row",
+                                      leave=False)):
         where = f"{part.where} row {i}"
         if i == 0:
             missing = [c for c in spec.columns if c not in data]

@@ -21,8 +21,6 @@ import logging
 import os
 from pathlib import Path
 
-from tqdm.auto import tqdm
-
 from speechtl.data.corpora.common import (
     Job,
     PrepareOptions,
@@ -34,6 +32,7 @@ from speechtl.data.corpora.common import (
 )
 from speechtl.data.manifest import ManifestError, Utterance
 from speechtl.data.splits import filter_utterances, make_text_disjoint, split_by_speaker
+from speechtl.io import progress
 
 LOG = logging.getLogger("speechtl.data.l2arctic")
 
@@ -147,7 +146,7 @@ def prepare_l2arctic(src: str | os.PathLike, out: str | os.PathLike, accents: li
         raise ManifestError(f"{root}: none of the speakers of {l1s} is there (expected folders {wanted})")
     LOG.info("reading %d speakers (%s) from %s", len(dirs), ", ".join(sorted({SPEAKERS[d.name.upper()][1]
                                                                              for d in dirs})), root)
-    utts = [u for d in tqdm(dirs, desc="l2arctic", unit="speaker", leave=False) for u in read_speaker(d)]
+    utts = [u for d in progress(dirs, desc="l2arctic", unit="speaker", leave=False) for u in read_speaker(d)]
     kept, report = run_filters({"read speech": utts}, opts)
     sets = split_by_speaker(kept["read speech"], opts.fractions, opts.seed)
     dropped = {} if shared_prompts else make_text_disjoint(sets, lambda u: u.meta["prompt"], opts.fractions, opts.seed)

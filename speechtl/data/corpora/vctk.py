@@ -19,8 +19,6 @@ import logging
 import os
 from pathlib import Path
 
-from tqdm.auto import tqdm
-
 from speechtl.data.corpora.common import (
     Job,
     PrepareOptions,
@@ -35,6 +33,7 @@ from speechtl.data.corpora.common import (
 from speechtl.data.corpora.hub import HubDataset, Row, collect, is_dataset_copy, source_identity
 from speechtl.data.manifest import ManifestError, Utterance
 from speechtl.data.splits import split_by_speaker
+from speechtl.io import progress
 
 LOG = logging.getLogger("speechtl.data.vctk")
 SPEC = HubDataset(
@@ -85,7 +84,7 @@ def read_local(root: Path, accents: set[str] | None, mic: str) -> list[Utterance
                             " so their accent is unknown; add a line for each or remove the folders")
     utts, no_text, no_audio = [], 0, 0
     speakers = sorted(s for s, m in info.items() if not accents or m["accent"].lower() in accents)
-    for spk in tqdm(speakers, desc="vctk", unit="speaker", leave=False):
+    for spk in progress(speakers, desc="vctk", unit="speaker", leave=False):
         texts = {t.stem: t for t in (root / "txt" / spk).glob("*.txt")}
         audio_stems = {p.name.split("_mic")[0].removesuffix(".wav") for p in (audio_root / spk).glob("*.*")}
         no_text += len(audio_stems - set(texts))
