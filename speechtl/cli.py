@@ -39,7 +39,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
-def dev_evaluator(utts, manifest: Path, out_dir: Path, batch_size: int, max_utts: int = 0):
+def dev_evaluator(utts, batch_size: int, max_utts: int = 0):
     """A closure that decodes the dev set and returns its WER; adapt calls it without knowing evaluate."""
     from speechtl.evaluate.decode import DecodeOptions, score_hypotheses, transcribe_utterances
 
@@ -70,7 +70,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         LOG.info("found %s: the run resumes there", ckpt)
     evaluator = None
     if dev_utts is not None:
-        evaluator = dev_evaluator(dev_utts, Path(args.dev), out, cfg.eval_batch_size, cfg.eval_max_utts)
+        evaluator = dev_evaluator(dev_utts, cfg.eval_batch_size, cfg.eval_max_utts)
     summary = train(model, train_utts, out, cfg, evaluator)
     best = summary.get("best_dev_wer")
     print(f"{out}: trained {summary['steps']} steps ({summary['trainable_parameters']:,} of "

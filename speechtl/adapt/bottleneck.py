@@ -78,11 +78,3 @@ def set_active(block: nn.Module, name: str | None) -> None:
     """Make ``name`` the adapter this block adds (None: none); a name the block lacks means none."""
     if hasattr(block, ADAPTERS):
         setattr(block, ACTIVE, name if name in getattr(block, ADAPTERS) else None)
-
-
-def remove_all(block: nn.Module) -> None:
-    """Take every adapter and the hook off ``block``, leaving the original module."""
-    if hasattr(block, ADAPTERS):
-        getattr(block, HOOK).remove()
-        for attr in (ADAPTERS, ACTIVE, HOOK):
-            delattr(block, attr)

@@ -176,9 +176,6 @@ class Estimate:
     def to_dict(self) -> dict:
         return {"value": self.value, "low": self.low, "high": self.high}
 
-    def excludes_zero(self) -> bool:
-        return self.low is not None and self.high is not None and (self.low > 0 or self.high < 0)
-
 
 def _interval(samples: np.ndarray, level: float) -> tuple[float, float]:
     lo, hi = np.quantile(samples, [(1 - level) / 2, 1 - (1 - level) / 2])
