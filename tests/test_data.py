@@ -100,6 +100,7 @@ def test_normalisers_treat_ref_and_hyp_alike():
     en = normalizer_for("en")
     assert en("Mr. Smith's colour, isn't it?") == en("mister smith's color isn't it")
     assert en("Twenty-one apples") == en("21 apples")
+    assert en("Don\u2019t stop, it\u2019s late") == en("don't stop it's late") == "do not stop it is late"
     other = normalizer_for("fr")
     assert other("Bonjour, le Monde!") == "bonjour le monde"
     assert normalizer_for("en", "none")("  Hello   World ") == "hello world"

@@ -15,6 +15,11 @@ from speechtl.errors import UsageError
 
 Normalizer = Callable[[str], str]
 
+#: Typographic apostrophes, folded to ``'`` before normalising: "Don’t" (as corpora and word processors
+#: write it) and "Don't" (as recognisers write it) are one word, which Whisper's normaliser alone would
+#: score as two errors ("don t" against "do not").
+APOSTROPHES = str.maketrans({"\u2019": "'", "\u2018": "'", "\u02bc": "'"})
+
 
 @cache
 def normalizer_for(lang: str = "en", kind: str = "whisper") -> Normalizer:
@@ -32,4 +37,4 @@ def normalizer_for(lang: str = "en", kind: str = "whisper") -> Normalizer:
 
         norm = BasicTextNormalizer()
     # Cached: corpora repeat their prompts, and the English normaliser costs ~250 µs a call.
-    return lru_cache(maxsize=1 << 17)(lambda s: " ".join(norm(s).split()))
+    return lru_cache(maxsize=1 << 17)(lambda s: " ".join(norm(s.translate(APOSTROPHES)).split()))
