@@ -11,7 +11,10 @@ Three things here are easy to get wrong elsewhere, so they live in this file:
   pretrained vocabulary when it covers the target text and otherwise builds a new one and a fresh
   head; and transcripts are case-folded and stripped of punctuation the vocabulary can't spell,
   since a character recogniser cannot hear a comma.
-- Decoding stops at each utterance's own last frame, so padding in a batch never adds characters.
+- Decoding stops at each utterance's own last frame, so padding in a batch never adds characters;
+  and it never picks the sentence markers (``<s>``, ``</s>``) that pretrained vocabularies such as
+  ``facebook/wav2vec2-base-960h``'s carry: they are no characters of a transcript, yet a new or barely
+  trained head spells them out.
 
 Example (a new, random model; real use starts from a pretrained checkpoint)::
 
@@ -40,6 +43,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from speechtl.data.text import APOSTROPHES
 from speechtl.models.base import SPEC_AUGMENT, ModelLoadError, SpeechModel, flag, probability
 
 LOG = logging.getLogger("speechtl.models.ctc")
@@ -48,8 +52,6 @@ LOG = logging.getLogger("speechtl.models.ctc")
 PAD, UNK, WORD_DELIMITER = "<pad>", "<unk>", "|"
 #: Punctuation a rebuilt vocabulary keeps, because it changes words ("it's" is not "its").
 KEPT_PUNCTUATION = frozenset("'")
-#: Typographic characters folded to their plain form before anything else.
-_FOLD = str.maketrans({"\u2019": "'", "\u2018": "'", "\u02bc": "'"})
 
 
 #: Settings :meth:`CTCASR.configure` may change: all are read from the config at each forward (or
@@ -73,7 +75,7 @@ def normalise_transcript(text: str, case: str | None, keep: Collection[str] = ()
 
     Dashes become spaces ("well-known" is two words to the ear); other punctuation vanishes.
     """
-    text = text.translate(_FOLD)
+    text = text.translate(APOSTROPHES)  # as scoring folds them
     text = text.upper() if case == "upper" else text.lower() if case == "lower" else text
     out = []
     for ch in text:
@@ -205,8 +207,8 @@ class CTCASR(SpeechModel):
     # -- text -----------------------------------------------------------------------------------
     def _vocab(self) -> dict[str, int]:
         if self.tokenizer is None:
-            raise ValueError(f"{self.source}: this checkpoint has no CTC vocabulary (no vocab.json); call "
-                             "model.fit_vocabulary(train_texts) first to build one and a fresh head")
+            raise ModelLoadError(f"{self.source}: this checkpoint has no CTC vocabulary (no vocab.json); call "
+                                 "model.fit_vocabulary(train_texts) first to build one and a fresh head")
         return self.tokenizer.get_vocab()
 
     def normalise(self, text: str) -> str:
@@ -330,6 +332,7 @@ class CTCASR(SpeechModel):
             raise ValueError("lm= is used by beam search only: pass num_beams > 1 as well (e.g. 32)")
         vocab = self._vocab()
         logits = self._forward(batch).float()
+        logits[..., self._sentence_markers()] = float("-inf")
         lengths = self.output_lengths(batch, logits.shape[1]).tolist()
         if num_beams <= 1:
             ids = logits.argmax(-1).cpu()
@@ -339,6 +342,13 @@ class CTCASR(SpeechModel):
             log_probs = nn.functional.log_softmax(logits, dim=-1)[..., :len(vocab)].cpu().numpy()
             texts = [decoder.decode(log_probs[i, :n], beam_width=num_beams) for i, n in enumerate(lengths)]
         return [" ".join(t.split()) for t in texts]
+
+    def _sentence_markers(self) -> list[int]:
+        """Ids of the tokenizer's ``<s>``/``</s>``, when its vocabulary has them (a vocabulary built here has not)."""
+        tok = self.tokenizer
+        ids = {tok.convert_tokens_to_ids(t) for t in (tok.bos_token, tok.eos_token) if t is not None}
+        ids -= {None, tok.unk_token_id, self.module.config.pad_token_id}  # an absent token converts to <unk>
+        return sorted(i for i in ids if i < self.module.lm_head.out_features)
 
     def _beam_decoder(self, vocab: dict[str, int], lm: str | os.PathLike | None, alpha: float | None,
                       beta: float | None):
@@ -356,8 +366,8 @@ class CTCASR(SpeechModel):
         from pyctcdecode import build_ctcdecoder
 
         if len(vocab) > self.module.lm_head.out_features:
-            raise ValueError(f"{self.source}: {len(vocab)} vocabulary tokens for {self.module.lm_head.out_features} "
-                             "head outputs")
+            raise ModelLoadError(f"{self.source}: {len(vocab)} vocabulary tokens for "
+                                 f"{self.module.lm_head.out_features} head outputs")
         labels = [tok for tok, _ in sorted(vocab.items(), key=lambda kv: kv[1])]
         labels = ["" if i == self.module.config.pad_token_id else " " if t == self.tokenizer.word_delimiter_token
                   else t for i, t in enumerate(labels)]
