@@ -18,9 +18,8 @@ LOG = logging.getLogger("speechtl.cli")
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    from speechtl import load_model
     from speechtl.data.manifest import read_manifest
-    from speechtl.evaluate.decode import DecodeOptions, evaluate_manifest
+    from speechtl.evaluate.decode import DecodeOptions, evaluate_manifest, load_for_eval
     from speechtl.io import setup_logging
 
     out = Path(args.out)
@@ -31,8 +30,9 @@ def cmd_eval(args: argparse.Namespace) -> int:
         LOG.warning("--max-duration %.1f dropped %d of %d utterances", args.max_duration, len(utts) - len(kept),
                     len(utts))
         utts = kept
-    opts = DecodeOptions(batch_size=args.batch_size, num_beams=args.beams, normalizer=args.normalizer)
-    res = evaluate_manifest(args.model, lambda: load_model(args.model, device=args.device), utts,
+    opts = DecodeOptions(batch_size=args.batch_size, num_beams=args.beams, normalizer=args.normalizer,
+                         backend=args.backend, compute_type=args.compute_type)
+    res = evaluate_manifest(args.model, lambda: load_for_eval(args.model, opts, device=args.device), utts,
                             Path(args.manifest), out, opts, force=args.force)
     print(f"{out}: WER {100 * res['wer']['rate']:.2f}%  CER {100 * res['cer']['rate']:.2f}%  "
           f"({res['utterances']} utterances)")
@@ -108,8 +108,19 @@ def cmd_new_ctc_model(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from speechtl.adapt.export import export_adapter
+    from speechtl.adapt.export import export_adapter, export_ctranslate2
+    from speechtl.errors import UsageError
 
+    if args.format == "ctranslate2":
+        card = export_ctranslate2(args.exp, args.out, args.quantization or "float32", accent=args.accent,
+                                  name=args.name)
+        settings = ", ".join(f"{k} {v}" for k, v in card["model_settings"].items())
+        print(f"{args.out}: CTranslate2 Whisper ({card['quantization']}) of {args.exp} ({card['method']}"
+              f"{', LoRA merged' if card.get('adapter') else ''}{', ' + settings if settings else ''}); "
+              f"load it with faster_whisper.WhisperModel('{args.out}')")
+        return 0
+    if args.quantization is not None:
+        raise UsageError("--quantization applies to --format ctranslate2 only")
     card = export_adapter(args.exp, args.out, accent=args.accent, name=args.name)
     sets = ", ".join(f"{k} {100 * v['wer_before']:.2f}% -> {100 * v['wer_after']:.2f}%"
                      for k, v in card["test_sets"].items())
@@ -235,6 +246,12 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--max-duration", type=float, default=None, help="drop (and log) longer utterances")
     e.add_argument("--device", default=None, help="cpu, cuda, cuda:1 … (default: cuda if available)")
     e.add_argument("--force", action="store_true", help="decode again even if scores.json is up to date")
+    e.add_argument("--backend", default="transformers", choices=["transformers", "ctranslate2"],
+                   help="decode with the transformers model, or with CTranslate2's runtime (the model, LoRA merged, "
+                   "converted once and cached by its weights' hash; a CTranslate2 dir runs as it is)")
+    e.add_argument("--compute-type", default="default",
+                   help="ctranslate2 backend: int8, int8_float32, float16, float32 … (default: as stored, float32 for "
+                   "a converted model)")
     e.set_defaults(func=cmd_eval)
 
     t = sub.add_parser("train", help="adapt a model on a training manifest; resumes a killed run in --out")
@@ -255,9 +272,15 @@ def build_parser() -> argparse.ArgumentParser:
     n.set_defaults(func=cmd_new_ctc_model)
 
     x = sub.add_parser("export", help="write a LoRA/adapter run's adapter as a PEFT-standard dir with a card "
-                       "(base model hash, data, WER before/after) for loading in a product")
+                       "(base model hash, data, WER before/after) for loading in a product, or the adapted Whisper "
+                       "as a CTranslate2 model for faster-whisper")
     x.add_argument("exp", help="experiment dir (with train/ and results.json) or training dir")
-    x.add_argument("--out", required=True, help="adapter dir to write")
+    x.add_argument("--out", required=True, help="dir to write")
+    x.add_argument("--format", default="adapter", choices=["adapter", "ctranslate2"],
+                   help="adapter: the adapter alone (LoRA/adapters runs); ctranslate2: the whole model, a LoRA "
+                   "adapter merged in (full/freeze runs too; bottleneck adapters can't be merged)")
+    x.add_argument("--quantization", default=None, choices=["float32", "float16", "int8", "int8_float32"],
+                   help="ctranslate2: weight type written (default float32: the same transcripts as transformers)")
     x.add_argument("--accent", default=None, help="accent the adapter is for (default: the training data's)")
     x.add_argument("--name", default=None, help="name it loads under by default (default: the accent)")
     x.set_defaults(func=cmd_export)

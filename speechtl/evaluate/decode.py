@@ -18,6 +18,7 @@ from pathlib import Path
 
 from speechtl.data.manifest import ManifestError, Utterance
 from speechtl.data.text import normalizer_for
+from speechtl.errors import UsageError
 from speechtl.evaluate.metrics import Scores, alignment, score_rows, word_counts
 from speechtl.features.audio import load_utterance
 from speechtl.features.batching import sorted_batches
@@ -27,11 +28,46 @@ from speechtl.models.base import SpeechModel
 LOG = logging.getLogger("speechtl.evaluate")
 
 
+#: Where decoding runs: the transformers model as trained, or CTranslate2's runtime on the same weights.
+BACKENDS = ("transformers", "ctranslate2")
+
+
 @dataclass
 class DecodeOptions:
     batch_size: int = 16
     num_beams: int = 1
     normalizer: str = "whisper"
+    #: One of :data:`BACKENDS`; ``ctranslate2`` converts the model once (cached by its weights' hash).
+    backend: str = "transformers"
+    #: CTranslate2's compute type (``default``: as the converted weights are stored, float32; ``int8``…);
+    #: ctranslate2 backend only.
+    compute_type: str = "default"
+
+
+def load_for_eval(source: str, opts: DecodeOptions, device: str | None = None):
+    """The model ``source`` names, ready to decode on ``opts.backend``.
+
+    For ``ctranslate2``, a LoRA adapter is merged into its base first (a bottleneck adapter is refused:
+    it can't be merged), and a CTranslate2 dir is run as it is; either way the transformers model is
+    kept only as the front end (features at its audio context, prompt, tokenizer).
+    """
+    from speechtl import load_model
+
+    if opts.backend == "transformers":
+        return load_model(source, device=device)
+    if opts.backend != "ctranslate2":
+        raise UsageError(f"backend {opts.backend!r} unknown; choose one of {', '.join(BACKENDS)}")
+    import torch
+
+    from speechtl.adapt.export import merge_for_serving
+    from speechtl.models.ct2 import CT2Whisper, is_ct2_dir
+
+    model = merge_for_serving(load_model(source))
+    threads = torch.get_num_threads()  # as many as the transformers backend uses
+    path = Path(source)
+    if path.is_dir() and is_ct2_dir(path) and model.adapters is None:
+        return CT2Whisper(path, model, device or "cpu", opts.compute_type, threads)
+    return CT2Whisper.from_model(model, device or "cpu", opts.compute_type, threads)
 
 
 def check_durations(utts: Sequence[Utterance], model: SpeechModel) -> None:
@@ -104,9 +140,12 @@ def model_fingerprint(source: str) -> str:
 
 def run_key(model_source: str, manifest: Path, opts: DecodeOptions, utts: Sequence[Utterance]) -> str:
     """Identifies what a decode depends on, so a resumed or skipped run is the same run."""
+    options = asdict(opts)
+    if opts.backend == "transformers":  # as before backends existed, so evaluations made then still count as done
+        del options["backend"], options["compute_type"]
     blob = json.dumps({"model": model_fingerprint(model_source), "manifest": str(manifest.resolve()),
                        "manifest_sha": hashlib.sha256(manifest.read_bytes()).hexdigest(),
-                       "ids": hashlib.sha256("\n".join(u.id for u in utts).encode()).hexdigest(), **asdict(opts)},
+                       "ids": hashlib.sha256("\n".join(u.id for u in utts).encode()).hexdigest(), **options},
                       sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 

@@ -1,30 +1,48 @@
-"""Read CTranslate2 (faster-whisper) Whisper directories and turn them into transformers checkpoints.
+"""CTranslate2 (faster-whisper) Whisper directories: read them into transformers checkpoints, write them
+from a loaded model, and decode with CTranslate2's runtime.
 
 CTranslate2 stores every weight in one ``model.bin`` (binary format version 6: a header, then
 ``name, rank, shape, dtype, bytes`` per variable, then aliases; see ctranslate2's
 ``specs/model_spec.py``). Attention projections are fused there (``linear_0`` = q|k|v in self
 attention, k|v in cross attention); we split them back and give ``k_proj`` no bias, as Whisper has
 none. Quantised (int8/int16) weights are dequantised with their ``weight_scale``.
+
+The other way, :func:`export_ct2` saves a model as a transformers checkpoint and hands it to
+CTranslate2's own ``TransformersConverter`` (what faster-whisper's models are made with), so the
+result loads in ``faster_whisper.WhisperModel(DIR)``. :class:`CT2Whisper` decodes with the runtime
+behind the same interface as a :class:`~speechtl.models.base.SpeechModel`'s ``collate``/``transcribe``.
 """
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 import logging
 import os
 import struct
+import tempfile
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
-from speechtl.errors import SpeechtlError
+from speechtl.errors import SpeechtlError, UsageError
 
 LOG = logging.getLogger("speechtl.models.ct2")
 
 # ctranslate2::DataType enum values.
 _DTYPES = {0: np.float32, 1: np.int8, 2: np.int16, 3: np.int32, 4: np.float16}
 _BF16 = 5
+
+#: Weight types CTranslate2's converter writes (``quantization``); the runtime's ``compute_type`` may differ.
+QUANTIZATIONS = ("float32", "float16", "bfloat16", "int8", "int8_float32", "int8_float16", "int8_bfloat16", "int16")
+#: Files faster-whisper reads beside ``model.bin``: the tokenizer and the feature extractor's settings.
+COPIED_FILES = ("tokenizer.json", "preprocessor_config.json")
+#: speechtl's card in an exported dir: where the model came from, and the settings CTranslate2's
+#: config can't hold (the audio context the model was adapted at).
+CARD = "speechtl_card.json"
 
 
 class CT2FormatError(SpeechtlError):
@@ -190,6 +208,8 @@ def convert_ct2_whisper(ct2_dir: str | os.PathLike, out_dir: str | os.PathLike) 
     sd, sizes = whisper_state_dict(variables)
     tokenizer = whisper_tokenizer(ct2_dir / "tokenizer.json")
     config = whisper_config(tokenizer, **sizes)
+    for key, value in card_settings(ct2_dir).items():  # e.g. the audio context it was adapted at
+        setattr(config, key, value)
     with torch.device("meta"):
         model = WhisperForConditionalGeneration(config)
     state = {k: torch.from_numpy(np.ascontiguousarray(a)) for k, a in sd.items()}
@@ -226,3 +246,191 @@ def cached_conversion(ct2_dir: str | os.PathLike) -> Path:
         LOG.info("using cached conversion of %s at %s", ct2_dir, out)
         return out
     return convert_ct2_whisper(ct2_dir, out)
+
+
+# -- writing: a loaded model as a CTranslate2 dir ----------------------------------------------------
+
+
+def _settings_of(config) -> dict[str, Any]:
+    """Model settings a CTranslate2 config has no field for: the audio context (``audio_context*`` keys)."""
+    return {k: v for k, v in config.to_dict().items() if "audio_context" in k}
+
+
+def card_settings(ct2_dir: str | os.PathLike) -> dict[str, Any]:
+    """The model settings an exported dir's card recorded (empty for a dir speechtl didn't write)."""
+    path = Path(ct2_dir) / CARD
+    if not path.is_file():
+        return {}
+    try:
+        card = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as e:
+        raise CT2FormatError(f"{path}: can't read the card: {e}") from e
+    return dict(card.get("model_settings") or {})
+
+
+def _whisper(model, what: str):
+    from speechtl.models.whisper import WhisperASR
+
+    if not isinstance(model, WhisperASR):
+        raise CT2FormatError(f"{model.source}: {what} is for Whisper models; this is a {model.family} model "
+                             "(faster-whisper and CTranslate2's Whisper runtime run Whisper only)")
+    return model
+
+
+def export_ct2(model, out_dir: str | os.PathLike, quantization: str = "float32",
+               card: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """Write ``model`` (a Whisper :class:`SpeechModel`, adapters merged) as a CTranslate2 dir; return its card.
+
+    The model is saved as a transformers checkpoint in a temporary dir and converted there by
+    CTranslate2's ``TransformersConverter``; ``out_dir`` appears complete or not at all. ``card``
+    (provenance, scores) is merged into the ``speechtl_card.json`` written beside the model.
+    """
+    from speechtl import __version__
+    from speechtl.io import atomic_dir, write_json
+    from speechtl.models.base import weights_sha256
+
+    _whisper(model, "a CTranslate2 export")
+    left = model.adapters.names() if model.adapters is not None else []
+    if left:
+        raise CT2FormatError(f"{model.source}: adapter(s) {left} are attached but not part of the weights; merge a "
+                             "LoRA adapter first (model.merge()); a bottleneck adapter can't be merged at all")
+    if quantization not in QUANTIZATIONS:
+        raise CT2FormatError(f"quantization {quantization!r} unknown; CTranslate2 writes {', '.join(QUANTIZATIONS)}")
+    try:
+        import ctranslate2
+        from ctranslate2.converters import TransformersConverter
+    except ImportError as e:
+        raise CT2FormatError("a CTranslate2 export needs the ctranslate2 package: pip install "
+                             "'speechtl[ctranslate2]'") from e
+    out_dir = Path(out_dir)
+    info = {"format": "speechtl-ctranslate2", "family": model.family, "source": model.source,
+            "weights_sha256": weights_sha256(model.module), "quantization": quantization,
+            "model_settings": _settings_of(model.module.config), "ctranslate2_version": ctranslate2.__version__,
+            "speechtl_version": __version__, **(card or {})}
+    context = info["model_settings"].get("audio_context", "full")
+    if context != "full":
+        info["note"] = (f"adapted at audio context {context!r}: faster-whisper pads every input to 30 s; to decode as "
+                        "trained, give ctranslate2.models.Whisper features padded to the batch's longest utterance "
+                        "plus the margin (speechtl eval --backend ctranslate2 does)")
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=".ct2-export.", dir=out_dir.parent) as tmp, atomic_dir(out_dir) as dst:
+        model.save(tmp)
+        missing = [f for f in COPIED_FILES if not (Path(tmp) / f).is_file()]
+        if missing:
+            raise CT2FormatError(f"{model.source}: saving the model wrote no {missing}; faster-whisper needs them")
+        converter = TransformersConverter(tmp, copy_files=list(COPIED_FILES))
+        converter.convert(str(dst), quantization=quantization, force=True)
+        write_json(dst / CARD, info)
+    LOG.info("exported %s to CTranslate2 (%s) in %s", model.source, quantization, out_dir)
+    return info
+
+
+def export_key(model) -> str:
+    """What a conversion depends on: the weights, the config (minus where it was loaded from), CTranslate2's version."""
+    import ctranslate2
+
+    from speechtl.models.base import weights_sha256
+
+    config = {k: v for k, v in model.module.config.to_dict().items()
+              if k not in ("_name_or_path", "transformers_version")}
+    blob = json.dumps({"weights": weights_sha256(model.module), "config": config,
+                       "generation": model.module.generation_config.to_diff_dict(),
+                       "ctranslate2": ctranslate2.__version__}, sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()
+
+
+def cached_export(model) -> Path:
+    """:func:`export_ct2` in float32 once per distinct model (weights and config), reused after that."""
+    out = cache_root() / "ct2-export" / export_key(model)[:16]
+    if (out / "model.bin").is_file():
+        LOG.info("using the cached CTranslate2 export of %s at %s", model.source, out)
+        return out
+    export_ct2(model, out, "float32")
+    return out
+
+
+# -- decoding on CTranslate2's runtime ---------------------------------------------------------------
+
+
+def _front_end(model):
+    """A weightless copy of ``model``: what decoding still needs of it (features at the model's audio context,
+    the forced prompt, the tokenizer) without holding its weights, which CTranslate2 has its own copy of."""
+    import torch
+
+    module = model.module
+    with torch.device("meta"):
+        light = type(module)(module.config)
+    light.generation_config = copy.deepcopy(module.generation_config)
+    front = copy.copy(model)
+    front.module, front.adapters = light, None
+    return front
+
+
+def _supported(device: str) -> set[str]:
+    import ctranslate2
+
+    try:
+        return {"default", *ctranslate2.get_supported_compute_types(device)}
+    except RuntimeError:  # no such device here
+        return {"default"}
+
+
+class CT2Whisper:
+    """Decode-only Whisper on ``ctranslate2.models.Whisper``: ``collate`` and ``transcribe`` as a SpeechModel's.
+
+    Greedy decoding gives the transformers model's tokens: the same log-mel features (at the model's
+    audio context), the same forced prompt and suppressed tokens, and the same length limit.
+
+    >>> model = CT2Whisper.from_model(speechtl.load_model("openai/whisper-tiny.en"))  # doctest: +SKIP
+    >>> model.transcribe(model.collate([waveform]))  # doctest: +SKIP
+    """
+
+    family = "seq2seq"
+    max_input_seconds = 30.0
+
+    def __init__(self, ct2_dir: str | os.PathLike, front_end, device: str = "cpu", compute_type: str = "default",
+                 threads: int = 0) -> None:
+        import ctranslate2
+
+        self.ct2_dir = Path(ct2_dir)
+        self.front = _front_end(_whisper(front_end, "CTranslate2 decoding"))
+        kind, _, index = str(device).partition(":")
+        try:
+            self.runtime = ctranslate2.models.Whisper(str(self.ct2_dir), device=kind, device_index=int(index or 0),
+                                                      compute_type=compute_type, intra_threads=threads)
+        except ValueError as e:  # a compute type this device can't run
+            raise UsageError(f"CTranslate2 can't run {self.ct2_dir} on {device} with compute type {compute_type!r} "
+                             f"({e}); this device runs: {', '.join(sorted(_supported(kind)))}") from e
+        self.compute_type = self.runtime.compute_type
+        self.sampling_rate = self.front.sampling_rate
+        self.max_input_seconds = self.front.max_input_seconds
+        self.tokenizer = self.front.tokenizer
+        self.source = f"{front_end.source} (CTranslate2 {self.compute_type})"
+
+    @classmethod
+    def from_model(cls, model, device: str = "cpu", compute_type: str = "default", threads: int = 0) -> CT2Whisper:
+        """The runtime on ``model``'s weights, converted once (cached by their hash); ``model`` itself is untouched."""
+        return cls(cached_export(_whisper(model, "CTranslate2 decoding")), model, device, compute_type, threads)
+
+    def collate(self, audios: Sequence[np.ndarray], texts: Sequence[str] | None = None) -> dict[str, Any]:
+        return self.front.collate(audios)
+
+    def generate_ids(self, batch: Mapping[str, Any], num_beams: int = 1, max_new_tokens: int | None = None,
+                     **options: Any) -> list[list[int]]:
+        """Token ids after the forced prompt, without ``<|endoftext|>``, for each utterance of a collated batch."""
+        import ctranslate2
+
+        feats = batch["input_features"]
+        feats = np.ascontiguousarray(feats.float().numpy() if hasattr(feats, "numpy") else feats, dtype=np.float32)
+        prompt = self.front.prefix_ids()
+        if max_new_tokens is None:  # transformers stops at max_length tokens, the prompt included
+            max_new_tokens = self.front.module.generation_config.max_length - len(prompt)
+        # CTranslate2's Whisper generates at most max_length // 2 tokens (openai-whisper's sample_len is half
+        # the text context), so twice the budget asks for exactly max_new_tokens.
+        results = self.runtime.generate(ctranslate2.StorageView.from_array(feats), [prompt] * len(feats),
+                                        beam_size=num_beams, max_length=2 * max_new_tokens, **options)
+        return [r.sequences_ids[0] for r in results]
+
+    def transcribe(self, batch: Mapping[str, Any], num_beams: int = 1, **options: Any) -> list[str]:
+        ids = self.generate_ids(batch, num_beams=num_beams, **options)
+        return [t.strip() for t in self.tokenizer.batch_decode(ids, skip_special_tokens=True)]
