@@ -5,11 +5,17 @@
 Makes ``--n`` short espeak-ng en-us utterances, then times, on the same warm process:
   * ``pipeline("automatic-speech-recognition", model=DIR)`` called on the list of arrays, defaults;
   * speechtl's decoding path (``transcribe_utterances``, default DecodeOptions: length-sorted batches of 16);
-  * for attribution, speechtl at batch size 1, and CTranslate2's runtime (the correctness reference).
+  * for attribution, speechtl at batch size 1, and CTranslate2's runtime (the correctness reference);
+  * ``speechtl eval --backend ctranslate2`` (the model converted once by CTranslate2's own converter)
+    at ``--compute-type`` float32 and int8, and, on that same converted model, faster-whisper's own
+    ``WhisperModel.transcribe`` (one utterance a call) and ``BatchedInferencePipeline`` (the
+    utterances as clips of one stream, batches of 16), both greedy as speechtl decodes, float32 and int8
+    (``--no-ctranslate2`` leaves these rows out).
 The pipeline decodes Whisper with a beam of 5 by default, speechtl greedily; both are also timed with
 the other's decoding, so the ratio is shown like for like too. Each default timing is the best of
 ``--repeats``. Writes ``benchmarks/results/eval_speed.{json,md}``: the
 speed ratio, both WERs, and which transcripts differ, with the settings behind the differences.
+A quick check that it runs: ``--n 3 --repeats 1 --out /tmp/eval_speed``.
 """
 
 from __future__ import annotations
@@ -64,6 +70,8 @@ def main() -> None:
     ap.add_argument("--n", type=int, default=20)
     ap.add_argument("--repeats", type=int, default=2)
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "eval_speed"))
+    ap.add_argument("--no-ctranslate2", action="store_true",
+                    help="leave out the CTranslate2 backend and faster-whisper rows")
     args = ap.parse_args()
     from transformers import pipeline
 
@@ -86,10 +94,12 @@ def main() -> None:
                                                        generate_kwargs={"num_beams": 1}))
         pipe_greedy = {u.id: o["text"].strip() for u, o in zip(utts, out_g, strict=True)}
         ref_hyps = ctranslate2_reference(args.model, model, audios, utts)
+        ct2_rows = {} if args.no_ctranslate2 else ctranslate2_rows(model, utts, audios, args.repeats)
     norm = normalizer_for("en")
     wer = {name: score_hypotheses(utts, h)[1].wer.rate
            for name, h in (("pipeline", pipe_hyps), ("speechtl", ours), ("speechtl_batch1", ours_b1),
-                           ("pipeline_greedy", pipe_greedy), (f"speechtl_beam{beams}", ours_beam))}
+                           ("pipeline_greedy", pipe_greedy), (f"speechtl_beam{beams}", ours_beam),
+                           *((name, h) for name, (_, h) in ct2_rows.items()))}
     diff = [u.id for u in utts if norm(pipe_hyps[u.id]) != norm(ours[u.id])]
     diff_raw = [u.id for u in utts if pipe_hyps[u.id] != ours[u.id]]
     result = {
@@ -108,6 +118,16 @@ def main() -> None:
         "output_words": {"pipeline": sum(len(h.split()) for h in pipe_hyps.values()),
                          "speechtl": sum(len(h.split()) for h in ours.values())},
         "pipeline_settings": pipeline_settings(pipe),
+        "ctranslate2": {
+            "seconds": {name: round(t, 3) for name, (t, _) in ct2_rows.items()},
+            "differ_from_speechtl": {
+                name: sum(h[u.id] != ours[u.id] for u in utts) for name, (_, h) in ct2_rows.items()},
+            "differ_from_speechtl_after_normalisation": {
+                name: sum(norm(h[u.id]) != norm(ours[u.id]) for u in utts) for name, (_, h) in ct2_rows.items()},
+            "differing": {name: {u.id: h[u.id] for u in utts if h[u.id] != ours[u.id]}
+                          for name, (_, h) in ct2_rows.items()},
+            "settings": FASTER_WHISPER_GREEDY},
+        "speechtl_hyps": [{"id": u.id, "hyp": ours[u.id]} for u in utts],
         "examples": [{"id": i, "ref": next(u.text for u in utts if u.id == i), "pipeline": pipe_hyps[i],
                       "speechtl": ours[i]} for i in diff_raw],
         "environment": environment(),
@@ -123,6 +143,63 @@ def main() -> None:
     print(json.dumps({k: result[k] for k in ("seconds", "speedup_vs_pipeline", "speedup_same_decoding", "wer",
                                              "differ_from_pipeline", "differ_same_decoding")}, indent=1))
     print("reference matches:", result.get("match_ctranslate2_reference"))
+
+
+#: faster-whisper decoding as speechtl's default: greedy, no temperature fallback, no timestamps, no VAD,
+#: each utterance on its own (no previous text as prompt).
+FASTER_WHISPER_GREEDY = {"language": "en", "beam_size": 1, "temperature": 0.0, "without_timestamps": True,
+                         "vad_filter": False, "condition_on_previous_text": False}
+
+
+def ctranslate2_rows(model, utts, audios, repeats: int) -> dict[str, tuple[float, dict[str, str]]]:
+    """Seconds and transcripts of the CTranslate2 backend and of faster-whisper on the same converted model."""
+    try:
+        import faster_whisper
+    except ImportError:
+        print("faster-whisper is not installed (pip install 'speechtl[ctranslate2]'): its rows are left out")
+        faster_whisper = None
+    from speechtl.models.ct2 import CT2Whisper
+
+    threads = torch.get_num_threads()
+    rows: dict[str, tuple[float, dict[str, str]]] = {}
+    ct2_dir = None
+    for compute in ("float32", "int8"):
+        backend = CT2Whisper.from_model(model, compute_type=compute, threads=threads)
+        ct2_dir = backend.ct2_dir
+        transcribe_utterances(backend, utts[:2], DecodeOptions())  # warm-up
+        rows[f"ctranslate2_{compute}"] = best_of(repeats, lambda b=backend: transcribe_utterances(b, utts,
+                                                                                                   DecodeOptions()))
+    if faster_whisper is None:
+        return rows
+    # the utterances as clips of one stream: how the batched pipeline takes many short inputs at once
+    stream = np.concatenate(audios)
+    ends = np.cumsum([len(a) for a in audios]) / 16000
+    clips = [{"start": float(e - len(a) / 16000), "end": float(e)} for a, e in zip(audios, ends, strict=True)]
+    for compute in ("float32", "int8"):
+        fw = faster_whisper.WhisperModel(str(ct2_dir), device="cpu", compute_type=compute, cpu_threads=threads)
+
+        def one_by_one(fw=fw):
+            out = {}
+            for u, a in zip(utts, audios, strict=True):
+                segments, _ = fw.transcribe(a, **FASTER_WHISPER_GREEDY)
+                out[u.id] = " ".join(s.text.strip() for s in segments).strip()
+            return out
+
+        batched = faster_whisper.BatchedInferencePipeline(fw)
+
+        def in_batches(batched=batched):
+            options = {k: v for k, v in FASTER_WHISPER_GREEDY.items() if k != "condition_on_previous_text"}
+            segments, _ = batched.transcribe(stream, clip_timestamps=clips, batch_size=16, **options)
+            texts: dict[int, list[str]] = {}
+            for s in segments:  # each segment back to the clip it starts in
+                i = int(np.searchsorted(ends, s.start + 1e-3))
+                texts.setdefault(i, []).append(s.text.strip())
+            return {u.id: " ".join(texts.get(i, [])).strip() for i, u in enumerate(utts)}
+
+        one_by_one()  # warm-up
+        rows[f"faster_whisper_{compute}"] = best_of(repeats, one_by_one)
+        rows[f"faster_whisper_batched_{compute}"] = best_of(repeats, in_batches)
+    return rows
 
 
 def resolve_local_for(model_id: str, model) -> Path:
@@ -142,20 +219,16 @@ def pipeline_settings(pipe) -> dict:
 
 def ctranslate2_reference(model_id, model, audios, utts) -> dict[str, str] | None:
     """Greedy transcripts from CTranslate2's runtime on the same log-mel features, when it has the model."""
-    try:
-        import ctranslate2
+    import importlib.util
 
-        from speechtl.models import OFFLINE_FALLBACKS
-    except ImportError:
+    from speechtl.models import OFFLINE_FALLBACKS
+
+    if importlib.util.find_spec("ctranslate2") is None or model_id not in OFFLINE_FALLBACKS:
         return None
-    if model_id not in OFFLINE_FALLBACKS:
-        return None
-    runtime = ctranslate2.models.Whisper(str(OFFLINE_FALLBACKS[model_id][0]()), device="cpu", compute_type="float32")
-    feats = model.collate(audios)["input_features"].numpy()
-    res = runtime.generate(ctranslate2.StorageView.from_array(np.ascontiguousarray(feats)),
-                           [model.prefix_ids()] * len(audios), beam_size=1)
-    return {u.id: model.tokenizer.decode(r.sequences_ids[0], skip_special_tokens=True).strip()
-            for u, r in zip(utts, res, strict=True)}
+    from speechtl.models.ct2 import CT2Whisper
+
+    runtime = CT2Whisper(OFFLINE_FALLBACKS[model_id][0](), model, compute_type="float32")  # the packaged model
+    return dict(zip((u.id for u in utts), runtime.transcribe(model.collate(audios)), strict=True))
 
 
 def write_markdown(path: Path, r: dict) -> None:
@@ -192,6 +265,31 @@ def write_markdown(path: Path, r: dict) -> None:
                   f"pipeline greedy {m['pipeline_greedy']}/{r['utterances']}.",
                   ""]
     lines += ["Pipeline settings: `" + json.dumps(r["pipeline_settings"]) + "`", ""]
+    c = r.get("ctranslate2", {})
+    if c.get("seconds"):
+        labels = {"ctranslate2_float32": "speechtl eval --backend ctranslate2 (float32)",
+                  "ctranslate2_int8": "speechtl eval --backend ctranslate2 --compute-type int8",
+                  "faster_whisper_float32": "faster-whisper WhisperModel.transcribe, float32",
+                  "faster_whisper_int8": "faster-whisper WhisperModel.transcribe, int8",
+                  "faster_whisper_batched_float32": "faster-whisper BatchedInferencePipeline (16), float32",
+                  "faster_whisper_batched_int8": "faster-whisper BatchedInferencePipeline (16), int8"}
+        lines += ["## CTranslate2 and faster-whisper", "",
+                  "The same model converted once by CTranslate2's converter (what `speechtl export --format "
+                  "ctranslate2` writes); faster-whisper decoding greedily as speechtl does: "
+                  f"`{json.dumps(c['settings'])}`.", "",
+                  "| system | seconds | vs speechtl (transformers) | WER | transcripts differing from speechtl "
+                  "(raw / normalised) |", "|---|---:|---:|---:|---:|"]
+        lines += [f"| {labels.get(k, k)} | {t:.2f} | {s['speechtl'] / t:.2f}x | {100 * r['wer'][k]:.1f}% | "
+                  f"{c['differ_from_speechtl'][k]} / {c['differ_from_speechtl_after_normalisation'][k]} |"
+                  for k, t in c["seconds"].items()]
+        differing = sorted({i for d in c["differing"].values() for i in d})
+        if differing:
+            names = [k for k in c["seconds"] if c["differing"][k]]
+            lines += ["", "| id | speechtl | " + " | ".join(labels.get(k, k) for k in names) + " |",
+                      "|---|---|" + "---|" * len(names)]
+            lines += [f"| {i} | {next(e for e in r['speechtl_hyps'] if e['id'] == i)['hyp']} | "
+                      + " | ".join(c["differing"][k].get(i, "(same)") for k in names) + " |" for i in differing]
+        lines += [""]
     if r["examples"]:
         lines += ["| id | reference | pipeline | speechtl |", "|---|---|---|---|"]
         lines += [f"| {e['id']} | {e['ref']} | {e['pipeline']} | {e['speechtl']} |" for e in r["examples"]]
