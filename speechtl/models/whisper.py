@@ -8,6 +8,7 @@ outputs already are; the prefix positions are masked from the loss because decod
 from __future__ import annotations
 
 import logging
+import math
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -17,7 +18,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from speechtl.models.base import SpeechModel
+from speechtl.models.base import SPEC_AUGMENT, SpeechModel
 
 LOG = logging.getLogger("speechtl.models.whisper")
 
@@ -76,11 +77,65 @@ def configure_generation(model, tokenizer, suppress_tokens: Sequence[int] = (),
         gen.task_to_id = {"transcribe": special["<|transcribe|>"], "translate": special["<|translate|>"]}
 
 
+AUDIO_CONTEXTS = ("full", "dynamic")
+#: Default margin of silence kept after the longest utterance of a batch at dynamic context. Whisper
+#: was trained on 30 s windows that nearly always end in silence or mid-speech; a context cut right
+#: at the end of the speech makes the pretrained model hallucinate or stop early (whisper.cpp users
+#: report the same for ``-ac``). See benchmarks/results/audio_context.md for how this was chosen.
+DEFAULT_MARGIN_SECONDS = 1.0
+#: Mel frames per second of audio (hop 160 at 16 kHz), and per encoder frame (conv2 stride 2).
+MEL_FRAMES_PER_SECOND = 100
+
+
+def _audio_context(name: str, value: Any) -> str:
+    if value not in AUDIO_CONTEXTS:
+        raise ValueError(f"{name} must be one of {', '.join(AUDIO_CONTEXTS)}, got {value!r}")
+    return value
+
+
+def _seconds(name: str, value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0.0 <= value <= 30.0:
+        raise ValueError(f"{name} must be a number of seconds in [0, 30], got {value!r}")
+    return float(value)
+
+
+def _encoder_forward(self, input_features: torch.Tensor, attention_mask=None, **kwargs: Any):
+    """WhisperEncoder.forward for any input length up to 30 s (installed per instance).
+
+    transformers' encoder refuses anything but exactly 3000 mel frames and adds the whole 1500-row
+    positional table. Here the table is sliced to the frames there are, so a 30 s input gives exactly
+    transformers' result and a shorter one uses the table's first rows, as icefall and FUTO's
+    audio-context fine-tuning do. Only ``last_hidden_state`` is returned (attentions and hidden
+    states of every layer are not recorded: speechtl never asks for them).
+    """
+    from transformers.modeling_outputs import BaseModelOutput
+
+    stride = self.conv1.stride[0] * self.conv2.stride[0]
+    frames = input_features.shape[-1]
+    if frames > self.config.max_source_positions * stride or frames % stride:
+        raise ValueError(f"Whisper's encoder takes an even number of mel frames up to "
+                         f"{self.config.max_source_positions * stride}, got {frames}")
+    x = nn.functional.gelu(self.conv1(input_features))
+    x = nn.functional.gelu(self.conv2(x)).permute(0, 2, 1)
+    x = x + self.embed_positions.weight[: x.shape[1]]
+    x = nn.functional.dropout(x, p=self.dropout, training=self.training)
+    for layer in self.layers:
+        if self.training and self.layerdrop > 0.0 and torch.rand([]) < self.layerdrop:
+            continue
+        x = layer(x, None)
+        x = x[0] if isinstance(x, tuple) else x
+    return BaseModelOutput(last_hidden_state=self.layer_norm(x))
+
+
 class WhisperASR(SpeechModel):
     family = "seq2seq"
     max_input_seconds = 30.0
     #: Every linear of the attention (self and cross) and feed-forward layers, in encoder and decoder.
     lora_targets = ("q_proj", "k_proj", "v_proj", "out_proj", "fc1", "fc2")
+    #: SpecAugment, plus the audio context: ``full`` pads every input to 30 s as Whisper was trained;
+    #: ``dynamic`` pads a batch only to its longest utterance plus ``audio_context_margin`` seconds.
+    #: Saved in the checkpoint's config, so a model adapted at dynamic context decodes that way.
+    settings = {**SPEC_AUGMENT, "audio_context": _audio_context, "audio_context_margin": _seconds}
 
     def __init__(self, module, feature_extractor, tokenizer, source: str = "", language: str | None = None,
                  task: str = "transcribe") -> None:
@@ -95,6 +150,22 @@ class WhisperASR(SpeechModel):
         self.multilingual = bool(getattr(gen, "is_multilingual", False))
         if self.multilingual and language is None:
             self.language = "en"
+        encoder = module.model.encoder
+        encoder.forward = _encoder_forward.__get__(encoder)  # any length up to 30 s; see _encoder_forward
+
+    @property
+    def audio_context(self) -> str:
+        """``full`` or ``dynamic`` (see :attr:`settings`); a pretrained checkpoint is ``full``."""
+        return getattr(self.module.config, "audio_context", "full")
+
+    def context_frames(self, num_samples: int) -> int:
+        """Mel frames the encoder sees for a batch whose longest input has ``num_samples`` samples."""
+        full = self.feature_extractor.nb_max_frames
+        if self.audio_context == "full":
+            return full
+        margin = getattr(self.module.config, "audio_context_margin", DEFAULT_MARGIN_SECONDS)
+        frames = math.ceil(num_samples / self.feature_extractor.hop_length + margin * MEL_FRAMES_PER_SECOND)
+        return min(full, frames + frames % 2)  # the encoder's second convolution has stride 2
 
     @classmethod
     def from_pretrained(cls, path: str | os.PathLike, source: str = "", **kwargs: Any) -> WhisperASR:
@@ -117,7 +188,9 @@ class WhisperASR(SpeechModel):
         return ids
 
     def collate(self, audios: Sequence[np.ndarray], texts: Sequence[str] | None = None) -> dict[str, torch.Tensor]:
-        feats = self.feature_extractor(list(audios), sampling_rate=self.sampling_rate, return_tensors="pt")
+        frames = self.context_frames(max(len(a) for a in audios))
+        feats = self.feature_extractor(list(audios), sampling_rate=self.sampling_rate, return_tensors="pt",
+                                       max_length=frames * self.feature_extractor.hop_length, truncation=True)
         batch = {"input_features": feats.input_features}
         if texts is not None:
             batch.update(self._labels(texts))
