@@ -1,7 +1,13 @@
 """Import and export Kaldi data dirs (``wav.scp``, ``text``, ``utt2spk``, ``spk2utt``, ``segments``).
 
 Kaldi has no accent file; we read and write ``utt2accent`` (and ``utt2lang``) beside the standard
-ones, in the same two-column format, so a round trip keeps every manifest field.
+ones, in the same two-column format, so a round trip keeps every manifest field. Per-speaker tables
+a corpus ships (``spk2gender``, and ``spk2age`` as speechocean762 has it) are kept per utterance
+as manifest metadata (``gender``, ``age``).
+
+As Kaldi writes them, columns are separated by any whitespace (corpora ship tab-separated ``text``),
+and a relative ``wav.scp`` path is relative to the directory the recipe runs in: usually the corpus
+root, the data dir's parent (speechocean762: ``train/wav.scp`` names ``WAVE/SPEAKER0001/….flac``).
 """
 
 from __future__ import annotations
@@ -33,16 +39,52 @@ def _read_table(path: Path, required: bool = True) -> dict[str, tuple[str, int]]
             raise ManifestError(f"{path}:{lineno}: not valid UTF-8 ({e.reason})") from e
         if not line:
             continue
-        key, _, rest = line.partition(" ")
+        key, *rest_ = line.split(None, 1)
+        rest = rest_[0] if rest_ else ""
         if key in table:
             raise ManifestError(f"{path}:{lineno}: duplicate key '{key}'")
         table[key] = (rest.strip(), lineno)
     return table
 
 
-def read_kaldi_dir(data_dir: str | os.PathLike, accent: str | None = None, lang: str = "en") -> list[Utterance]:
-    """Turn a Kaldi data dir into utterances; piped ``wav.scp`` commands are refused (we never run them)."""
+#: Per-speaker Kaldi tables kept as per-utterance metadata, and how each value is read.
+SPEAKER_TABLES = {"spk2gender": ("gender", str), "spk2age": ("age", int)}
+
+
+def _resolve_audio(path: str, d: Path, audio_root: Path | None, where: str) -> Path:
+    """The file a ``wav.scp`` entry names: absolute, or relative to ``audio_root`` (given) or else to the
+    data dir or its parent, whichever holds it; a missing file is an error naming the ``wav.scp`` line."""
+    p = Path(path)
+    bases = [] if p.is_absolute() else ([audio_root] if audio_root is not None else [d, d.parent])
+    candidates = [p] if p.is_absolute() else [b / p for b in bases]
+    for c in candidates:
+        if c.is_file():
+            return c
+    looked = " or ".join(str(c) for c in candidates)
+    raise ManifestError(f"{where}: audio file not found: {looked}")
+
+
+def _speaker_meta(d: Path) -> dict[str, dict[str, object]]:
+    """{speaker: {gender: …, age: …}} from whichever per-speaker tables the dir has."""
+    meta: dict[str, dict[str, object]] = defaultdict(dict)
+    for name, (field_name, kind) in SPEAKER_TABLES.items():
+        for spk, (value, lineno) in _read_table(d / name, required=False).items():
+            try:
+                meta[spk][field_name] = kind(value)
+            except ValueError as e:
+                raise ManifestError(f"{d / name}:{lineno}: '{value}' is not a valid {field_name}") from e
+    return meta
+
+
+def read_kaldi_dir(data_dir: str | os.PathLike, accent: str | None = None, lang: str = "en",
+                   audio_root: str | os.PathLike | None = None) -> list[Utterance]:
+    """Turn a Kaldi data dir into utterances; piped ``wav.scp`` commands are refused (we never run them).
+
+    Relative ``wav.scp`` paths are resolved against ``audio_root`` when given, else against the data dir
+    or its parent (see the module docstring); every file must exist.
+    """
     d = Path(data_dir)
+    root = Path(audio_root) if audio_root is not None else None
     wav = _read_table(d / "wav.scp")
     text = _read_table(d / "text")
     utt2spk = _read_table(d / "utt2spk")
@@ -50,6 +92,7 @@ def read_kaldi_dir(data_dir: str | os.PathLike, accent: str | None = None, lang:
     utt2dur = _read_table(d / "utt2dur", required=False)
     utt2accent = _read_table(d / "utt2accent", required=False)
     utt2lang = _read_table(d / "utt2lang", required=False)
+    speakers = _speaker_meta(d)
     if not utt2accent and accent is None:
         raise ManifestError(f"{d}: no utt2accent file; pass an accent label for the whole dir (--accent)")
     utts = []
@@ -60,7 +103,7 @@ def read_kaldi_dir(data_dir: str | os.PathLike, accent: str | None = None, lang:
         if not txt:
             raise ManifestError(f"{where}: utterance '{uid}' has an empty transcript")
         rec, offset, duration = uid, None, None
-        meta = {}
+        meta: dict[str, object] = dict(speakers.get(utt2spk[uid][0], {}))
         if segments:
             if uid not in segments:
                 raise ManifestError(f"{where}: utterance '{uid}' has no line in segments")
@@ -77,7 +120,7 @@ def read_kaldi_dir(data_dir: str | os.PathLike, accent: str | None = None, lang:
         if path.endswith("|"):
             raise ManifestError(f"{d / 'wav.scp'}:{wav_line}: piped commands are not supported; "
                                 "convert the audio to files first")
-        audio = Path(path) if Path(path).is_absolute() else (d / path)
+        audio = _resolve_audio(path, d, root, f"{d / 'wav.scp'}:{wav_line}")
         if duration is None:
             if uid in utt2dur:
                 duration = float(utt2dur[uid][0])
