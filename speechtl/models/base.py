@@ -104,12 +104,30 @@ class SpeechModel(abc.ABC):
         """Model inputs (and labels when ``texts`` is given) for a batch of 1-D float waveforms."""
 
     @abc.abstractmethod
+    def logits(self, batch: dict[str, torch.Tensor],
+               module: nn.Module | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Output logits ``(batch, positions, vocabulary)`` of a collated batch with labels, and a boolean
+        mask ``(batch, positions)`` of the positions training learns from (Whisper: the label tokens;
+        CTC: each utterance's real frames, not padding).
+
+        One forward serves both the loss and anything else that compares outputs (distillation to the
+        base model), so those never run the model twice or need to know the family. ``module`` is the
+        training wrapper of :attr:`module` (DDP, compiled…), or another module of the same
+        architecture (a frozen teacher), to run the forward through.
+        """
+
+    @abc.abstractmethod
+    def loss_from_logits(self, batch: dict[str, torch.Tensor], logits: torch.Tensor,
+                         mask: torch.Tensor) -> torch.Tensor:
+        """The family's mean training loss from :meth:`logits`' output."""
+
     def loss(self, batch: dict[str, torch.Tensor], module: nn.Module | None = None) -> torch.Tensor:
         """Mean training loss of a collated batch.
 
         ``module`` is the training wrapper of :attr:`module` (DDP, compiled…) to run the forward
-        through; the loss itself is always computed the family's way, here.
+        through; the loss itself is always computed the family's way, in :meth:`loss_from_logits`.
         """
+        return self.loss_from_logits(batch, *self.logits(batch, module))
 
     def loss_items(self, batch: dict[str, torch.Tensor]) -> int:
         """How many items :meth:`loss` averages over in ``batch`` (here utterances; token-level losses
@@ -119,6 +137,15 @@ class SpeechModel(abc.ABC):
     @abc.abstractmethod
     def transcribe(self, batch: dict[str, torch.Tensor], **options: Any) -> list[str]:
         """Decoded text for a collated batch (no labels needed)."""
+
+    def target_text(self, text: str) -> str:
+        """``text`` as this model writes it, to train on (``target_style: model``); here unchanged.
+
+        Training on the corpus's own form when it differs from the pretrained model's (capitals, no
+        punctuation) teaches the model that form and costs it on every other kind of speech; each
+        family that has a house style overrides this. Scoring never sees it (it normalises both sides).
+        """
+        return text
 
     @abc.abstractmethod
     def fit_vocabulary(self, texts: Sequence[str]) -> str:

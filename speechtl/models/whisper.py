@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 from speechtl.models.base import SPEC_AUGMENT, SpeechModel
+from speechtl.models.truecase import restore_case
 
 LOG = logging.getLogger("speechtl.models.whisper")
 
@@ -146,6 +147,7 @@ class WhisperASR(SpeechModel):
         self.sampling_rate = feature_extractor.sampling_rate
         self.language = language
         self.task = task
+        self._vocab: dict[str, int] | None = None  # the tokenizer's, for target_text; built on first use
         gen = module.generation_config
         self.multilingual = bool(getattr(gen, "is_multilingual", False))
         if self.multilingual and language is None:
@@ -216,12 +218,18 @@ class WhisperASR(SpeechModel):
         return {"decoder_input_ids": dec_in, "labels": labels}
 
     # -- compute --------------------------------------------------------------------------------
-    def loss(self, batch: dict[str, torch.Tensor], module: nn.Module | None = None) -> torch.Tensor:
+    def logits(self, batch: dict[str, torch.Tensor],
+               module: nn.Module | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Teacher-forced token logits; the mask is the label positions (the forced prefix and padding are out)."""
         out = (module or self.module)(input_features=batch["input_features"],
                                       decoder_input_ids=batch["decoder_input_ids"])
-        logits = out.logits.float()
-        return nn.functional.cross_entropy(logits.reshape(-1, logits.size(-1)), batch["labels"].reshape(-1),
-                                           ignore_index=-100)
+        return out.logits, (batch["labels"] != -100).to(out.logits.device)
+
+    def loss_from_logits(self, batch: dict[str, torch.Tensor], logits: torch.Tensor,
+                         mask: torch.Tensor) -> torch.Tensor:
+        logits = logits.float()
+        return nn.functional.cross_entropy(logits.reshape(-1, logits.size(-1)),
+                                           batch["labels"].to(logits.device).reshape(-1), ignore_index=-100)
 
     def loss_items(self, batch: dict[str, torch.Tensor]) -> int:
         return int((batch["labels"] != -100).sum())
@@ -258,6 +266,13 @@ class WhisperASR(SpeechModel):
             seqs = out.sequences if hasattr(out, "sequences") else out
             texts += [t.strip() for t in self.tokenizer.batch_decode(seqs, skip_special_tokens=True)]
         return texts
+
+    def target_text(self, text: str) -> str:
+        """Sentence case and end punctuation, as Whisper writes, for an all-capitals unpunctuated transcript
+        (see :mod:`speechtl.models.truecase`); a styled transcript is kept as it is."""
+        if self._vocab is None:
+            self._vocab = self.tokenizer.get_vocab()
+        return restore_case(text, self._vocab)
 
     def fit_vocabulary(self, texts: Sequence[str]) -> str:
         """Always "kept": Whisper's byte-level BPE spells any text, so its vocabulary never needs rebuilding."""
