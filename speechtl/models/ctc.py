@@ -309,13 +309,20 @@ class CTCASR(SpeechModel):
                                           blank=self.module.config.pad_token_id, reduction="mean",
                                           zero_infinity=bool(self.module.config.ctc_zero_infinity))
 
-    def loss(self, batch: dict[str, torch.Tensor], module: nn.Module | None = None) -> torch.Tensor:
+    def logits(self, batch: dict[str, torch.Tensor],
+               module: nn.Module | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Frame logits; the mask is each utterance's real frames (see :meth:`output_lengths`)."""
         # transformers backpropagates into a conv stack flagged trainable even when its weights are frozen;
         # follow the weights, so a frozen feature encoder costs no backward pass.
         encoder = self.module.base_model.feature_extractor
         encoder._requires_grad = any(p.requires_grad for p in encoder.parameters())
         logits = self._forward(batch, module)
-        return self.ctc_loss(logits, batch["labels"], self.output_lengths(batch, logits.shape[1]))
+        frames = torch.arange(logits.shape[1], device=logits.device)
+        return logits, frames < self.output_lengths(batch, logits.shape[1]).to(logits.device)[:, None]
+
+    def loss_from_logits(self, batch: dict[str, torch.Tensor], logits: torch.Tensor,
+                         mask: torch.Tensor) -> torch.Tensor:
+        return self.ctc_loss(logits, batch["labels"], mask.sum(-1))
 
     @torch.inference_mode()
     def transcribe(self, batch: dict[str, torch.Tensor], num_beams: int = 1, lm: str | os.PathLike | None = None,
