@@ -39,14 +39,14 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
-def dev_evaluator(utts, batch_size: int, max_utts: int = 0):
+def dev_evaluator(utts, batch_size: int, max_utts: int = 0, desc: str = "dev"):
     """A closure that decodes the dev set and returns its WER; adapt calls it without knowing evaluate."""
     from speechtl.evaluate.decode import DecodeOptions, score_hypotheses, transcribe_utterances
 
     subset = utts[:max_utts] if max_utts else utts
 
     def evaluate(model) -> float:
-        hyps = transcribe_utterances(model, subset, DecodeOptions(batch_size=batch_size), desc="dev")
+        hyps = transcribe_utterances(model, subset, DecodeOptions(batch_size=batch_size), desc=desc)
         return score_hypotheses(subset, hyps)[1].wer.rate
 
     return evaluate
@@ -71,7 +71,11 @@ def cmd_train(args: argparse.Namespace) -> int:
     evaluator = None
     if dev_utts is not None:
         evaluator = dev_evaluator(dev_utts, cfg.eval_batch_size, cfg.eval_max_utts)
-    summary = train(model, train_utts, out, cfg, evaluator)
+    general = None
+    if cfg.dev_general:
+        general = dev_evaluator(read_manifest(cfg.dev_general), cfg.eval_batch_size, cfg.eval_max_utts,
+                                desc="general dev")
+    summary = train(model, train_utts, out, cfg, evaluator, general)
     best = summary.get("best_dev_wer")
     print(f"{out}: trained {summary['steps']} steps ({summary['trainable_parameters']:,} of "
           f"{summary['total_parameters']:,} parameters)" + (f", best dev WER {100 * best:.2f}%" if best is not None

@@ -230,6 +230,34 @@ class AdapterSet:
         for _, p in self.parameters_of(name):
             p.requires_grad_(True)
 
+    @torch.no_grad()
+    def scale(self, name: str, factor: float) -> None:
+        """Multiply the change adapter ``name`` makes to the base model by ``factor`` (WiSE-FT's alpha).
+
+        LoRA: each layer's update ``scaling * B @ A`` is linear in B, so B (and its bias, if any) is
+        scaled. Scaling the weights rather than PEFT's in-memory ``scaling`` is what survives: the saved
+        adapter, plain PEFT loading it, merging and CTranslate2 export all see the scaled update, whereas
+        ``scaling`` is recomputed from ``lora_alpha / r`` on every load. Bottleneck: the residual
+        ``up(relu(down(norm(h))))`` is linear in ``up`` (see :meth:`Bottleneck.scale_`).
+        """
+        if self.kinds.get(name) == "bottleneck":
+            modules = dict(self.model.module.named_modules())
+            for path in self._blocks[name]:
+                getattr(modules[path], bottleneck.ADAPTERS)[name].scale_(factor)
+            return
+        if self.kinds.get(name) != "lora":
+            raise AdapterError(f"no adapter named '{name}'; loaded: {', '.join(self.kinds) or 'none'}")
+        from peft.tuners.lora import LoraLayer
+
+        layers = [m for m in self.peft.modules() if isinstance(m, LoraLayer)
+                  and (name in m.lora_B or name in m.lora_embedding_B)]
+        if any(name in m.lora_variant for m in layers):  # DoRA and kin: the update is not linear in B
+            raise AdapterError(f"adapter '{name}' is a LoRA variant whose update can't be scaled by its B")
+        params = [p for m in layers for p in (m.lora_B[name].parameters() if name in m.lora_B
+                                              else [m.lora_embedding_B[name]])]
+        for p in {id(p): p for p in params}.values():  # a B tied between layers is scaled once
+            p.mul_(factor)
+
     # -- disk ----------------------------------------------------------------------------------
     def state_dict(self, name: str) -> dict[str, torch.Tensor]:
         """Adapter ``name``'s weights under the names its file uses (PEFT's, for LoRA)."""

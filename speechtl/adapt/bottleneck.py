@@ -45,6 +45,16 @@ class Bottleneck(nn.Module):
     def forward(self, hidden: torch.Tensor) -> torch.Tensor:
         return self.up(torch.relu(self.down(self.norm(hidden))))
 
+    @torch.no_grad()
+    def scale_(self, factor: float) -> None:
+        """Multiply the residual this adapter adds by ``factor``, exactly, for every input.
+
+        ``up`` is linear and comes last, so scaling its weight and bias scales the output; scaling any
+        earlier weight would pass through the ReLU and change the function's shape, not its size.
+        """
+        self.up.weight.mul_(factor)
+        self.up.bias.mul_(factor)
+
 
 def _after_block(block: nn.Module, args: Any, output: Any) -> Any:
     name = getattr(block, ACTIVE, None)

@@ -69,7 +69,15 @@ class TrainConfig:
     model_settings: dict[str, Any] = field(default_factory=dict, metadata={
         "help": "model config settings for training, e.g. SpecAugment: {mask_time_prob: 0.05, mask_time_length: 10}"})
     wise_alpha: float = field(default=1.0, metadata={
-        "help": "final model = alpha * adapted + (1 - alpha) * base (WiSE-FT); 1.0 keeps the adapted weights"})
+        "help": "WiSE-FT: the final model keeps this share of the best model's update, base + alpha * (adapted - "
+                "base), for every method (full/freeze: the trained weights; lora: B @ A; adapters: each "
+                "residual's output); 1.0 keeps the adapted model"})
+    dev_general: str = field(default="", metadata={
+        "help": "manifest of general (non-target) dev speech, decoded at each evaluation beside the target dev "
+                "set; never the general *test* set, or that test no longer measures forgetting"})
+    select_weight: float = field(default=0.0, metadata={
+        "help": "w in [0, 1]: the best checkpoint minimises (1 - w) * target dev WER + w * general dev WER "
+                "(needs dev_general); 0 chooses on the target dev WER alone"})
 
     def validate(self, where: str = "config") -> None:
         def bad(key: str, msg: str) -> ConfigError:
@@ -104,6 +112,13 @@ class TrainConfig:
             raise bad("learning_rate", "must be positive")
         if not 0.0 < self.wise_alpha <= 1.0:
             raise bad("wise_alpha", f"must lie in (0, 1], got {self.wise_alpha}")
+        if not 0.0 <= self.select_weight <= 1.0:
+            raise bad("select_weight", f"must lie in [0, 1], got {self.select_weight}")
+        if self.select_weight > 0 and not self.dev_general:
+            raise bad("select_weight", "needs dev_general: the general-speech dev manifest it weighs in")
+        if self.dev_general and not Path(self.dev_general).is_file():
+            raise bad("dev_general", f"names {self.dev_general}, which is not a file; prepare that manifest "
+                                     "first or fix the path")
         if self.max_duration <= self.min_duration:
             raise bad("max_duration", "must be larger than min_duration")
 

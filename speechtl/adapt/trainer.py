@@ -29,7 +29,7 @@ import torch
 from tqdm.auto import tqdm
 
 from speechtl.adapt.config import ConfigError, TrainConfig, dump_config
-from speechtl.adapt.merge import interpolate, trainable_snapshot
+from speechtl.adapt.merge import wise, wise_base
 from speechtl.adapt.methods import adapter_name, apply_method, data_summary, prepare_base, restore_trained, save_trained
 from speechtl.data.manifest import Utterance
 from speechtl.features.audio import load_utterance
@@ -42,6 +42,24 @@ LOG = logging.getLogger("speechtl.adapt")
 #: Called with the model under training; returns dev WER (lower is better). Supplied by the caller,
 #: so that adapt never depends on evaluate.
 Evaluator = Callable[[SpeechModel], float]
+
+
+def select_score(wers: dict[str, float], weight: float) -> float:
+    """What the best checkpoint minimises: ``(1 - w) * target dev WER + w * general dev WER``.
+
+    The target dev WER alone rewards drifting away from everything else; weighing in a general dev set
+    picks, among the checkpoints, the trade-off between gain and forgetting the run asks for.
+    """
+    if weight == 0:
+        return wers["dev_wer"]
+    return (1 - weight) * wers["dev_wer"] + weight * wers["general_dev_wer"]
+
+
+def _dev_line(wers: dict[str, float], score: float, weight: float) -> str:
+    line = f"dev WER {100 * wers['dev_wer']:.2f}%"
+    if "general_dev_wer" in wers:
+        line += f", general dev WER {100 * wers['general_dev_wer']:.2f}%"
+    return line + (f", selection score {100 * score:.2f}%" if weight else "")
 
 
 def filter_durations(utts: Sequence[Utterance], cfg: TrainConfig, name: str) -> list[Utterance]:
@@ -78,8 +96,12 @@ class Batches(torch.utils.data.Dataset):
 
 
 def train(model: SpeechModel, train_utts: Sequence[Utterance], out_dir: str | Path, cfg: TrainConfig,
-          evaluator: Evaluator | None = None) -> dict[str, Any]:
-    """Adapt ``model`` on ``train_utts``; resumable; returns the summary written to ``summary.json``."""
+          evaluator: Evaluator | None = None, general_evaluator: Evaluator | None = None) -> dict[str, Any]:
+    """Adapt ``model`` on ``train_utts``; resumable; returns the summary written to ``summary.json``.
+
+    ``evaluator`` gives the target dev WER, ``general_evaluator`` that of ``cfg.dev_general``; both are
+    called at each evaluation, and the best checkpoint is chosen on :func:`select_score`.
+    """
     from accelerate import Accelerator
     from accelerate.utils import set_seed
     from transformers import get_scheduler
@@ -88,6 +110,11 @@ def train(model: SpeechModel, train_utts: Sequence[Utterance], out_dir: str | Pa
     if (out / "summary.json").is_file():
         LOG.info("%s: training already finished (summary.json exists); nothing to do", out)
         return json.loads((out / "summary.json").read_text())
+    if general_evaluator is not None and evaluator is None:
+        raise ConfigError("dev_general: a general dev set is weighed against a target dev set; give that too (--dev)")
+    if cfg.select_weight > 0 and general_evaluator is None:
+        raise ConfigError(f"select_weight {cfg.select_weight:g} weighs in the general dev WER, but no evaluator for "
+                          "dev_general was given")
     # Several processes without GPUs (torchrun on CPUs): accelerate needs to be told, then uses gloo.
     cpu_ddp = int(os.environ.get("WORLD_SIZE", "1")) > 1 and not torch.cuda.is_available()
     accelerator = Accelerator(mixed_precision=_precision(cfg), gradient_accumulation_steps=cfg.grad_accum, cpu=cpu_ddp)
@@ -111,7 +138,7 @@ def train(model: SpeechModel, train_utts: Sequence[Utterance], out_dir: str | Pa
     except ValueError as e:
         raise ConfigError(f"model_settings: {e}") from e
     counts = apply_method(model, cfg, vocabulary)
-    base_weights = trainable_snapshot(model.module) if cfg.wise_alpha < 1.0 else None
+    base_weights = wise_base(model, cfg.method) if cfg.wise_alpha < 1.0 else None
     if cfg.gradient_checkpointing:
         model.enable_gradient_checkpointing()
     params = [p for p in model.module.parameters() if p.requires_grad]
@@ -119,11 +146,13 @@ def train(model: SpeechModel, train_utts: Sequence[Utterance], out_dir: str | Pa
     scheduler = get_scheduler(cfg.lr_scheduler if cfg.lr_scheduler != "constant" else "constant_with_warmup",
                               optimizer, num_warmup_steps=cfg.warmup_steps, num_training_steps=cfg.max_steps)
     module, optimizer, scheduler = accelerator.prepare(model.module, optimizer, scheduler)
-    state = {"step": 0, "epoch": 0, "batch": 0, "best_wer": math.inf, "best_step": None}
+    state = {"step": 0, "epoch": 0, "batch": 0, "best_wer": math.inf, "best_general_wer": None,
+             "best_score": math.inf, "best_step": None}
     ckpt = out / "checkpoint"
     if (ckpt / "trainer_state.json").is_file():
         accelerator.load_state(str(ckpt))
-        state = json.loads((ckpt / "trainer_state.json").read_text())
+        saved = json.loads((ckpt / "trainer_state.json").read_text())
+        state = {**state, "best_score": saved["best_wer"], **saved}  # a checkpoint from before select_weight
         LOG.info("resuming from %s at step %d (epoch %d, batch %d)", ckpt, state["step"], state["epoch"],
                  state["batch"])
     world, rank = accelerator.num_processes, accelerator.process_index
@@ -132,13 +161,16 @@ def train(model: SpeechModel, train_utts: Sequence[Utterance], out_dir: str | Pa
     LOG.info("training on %d utterances (%.2f h), %d step(s), %d utterance(s) per micro-batch x %d process(es) x "
              "%d accumulation", len(utts), sum(durations) / 3600, cfg.max_steps, cfg.batch_size, world, cfg.grad_accum)
 
-    def evaluate_dev() -> float | None:
+    def evaluate_dev() -> dict[str, float] | None:
+        """``dev_wer`` and (with dev_general) ``general_dev_wer``."""
         if evaluator is None or not main:  # one process decodes; the others wait at the checkpoint barrier
             return None
         module.eval()
-        wer = evaluator(model)
+        wers = {"dev_wer": evaluator(model)}
+        if general_evaluator is not None:
+            wers["general_dev_wer"] = general_evaluator(model)
         module.train()
-        return wer
+        return wers
 
     def save_checkpoint() -> None:
         accelerator.wait_for_everyone()
@@ -188,15 +220,18 @@ def train(model: SpeechModel, train_utts: Sequence[Utterance], out_dir: str | Pa
                 bar.set_postfix(loss=f"{avg:.3f}")
                 running, seen = 0.0, 0
             if (cfg.eval_every and step % cfg.eval_every == 0) or step == cfg.max_steps:
-                wer = evaluate_dev()
-                if wer is not None:
+                wers = evaluate_dev()
+                if wers is not None:
+                    score = select_score(wers, cfg.select_weight)
                     # A tie goes to the later, longer-trained model (a model learning from scratch sits
                     # at 100% WER for a while; the first of those is not the one to keep).
-                    improved = wer <= state["best_wer"]
-                    LOG.info("step %d: dev WER %.2f%%%s", step, 100 * wer, " (best so far)" if improved else "")
-                    log_event({"step": step, "dev_wer": wer})
+                    improved = score <= state["best_score"]
+                    LOG.info("step %d: %s%s", step, _dev_line(wers, score, cfg.select_weight),
+                             " (best so far)" if improved else "")
+                    log_event({"step": step, **wers, "select_score": score})
                     if improved:
-                        state["best_wer"], state["best_step"] = wer, step
+                        state.update(best_score=score, best_wer=wers["dev_wer"], best_step=step,
+                                     best_general_wer=wers.get("general_dev_wer"))
                         if main:
                             with atomic_dir(out / "best") as tmp:
                                 save_trained(model, cfg, tmp, card)
@@ -211,23 +246,28 @@ def train(model: SpeechModel, train_utts: Sequence[Utterance], out_dir: str | Pa
     bar.close()
     accelerator.wait_for_everyone()
     summary = {"steps": state["step"], "epochs_started": state["epoch"] + 1, "best_dev_wer": None,
-               "best_step": state["best_step"], "train_utterances": len(utts),
+               "best_general_dev_wer": None, "best_select_score": None, "select_weight": cfg.select_weight,
+               "dev_general": cfg.dev_general or None, "best_step": state["best_step"], "train_utterances": len(utts),
                "train_hours": data["hours"], "train_speakers": data["speakers"], "train_accents": data["accents"],
                "utterances_per_step": per_update * cfg.grad_accum, "seconds": round(time.perf_counter() - t0, 1),
                "method": cfg.method, "frozen": cfg.freeze, "vocabulary": vocabulary, **counts,
                "base_model": model.source, "peak_memory_bytes": _peak_memory(accelerator.device)}
     if main:
         if state["best_step"] is not None:
-            summary["best_dev_wer"] = state["best_wer"]
+            summary.update(best_dev_wer=state["best_wer"], best_general_dev_wer=state["best_general_wer"],
+                           best_select_score=state["best_score"])
             model = restore_trained(model, cfg, out / "best")
         if base_weights is not None:
-            interpolate(model.module, base_weights, cfg.wise_alpha)
+            wise(model, cfg.method, base_weights, cfg.wise_alpha)
             summary["wise_alpha"] = cfg.wise_alpha
-            final_wer = evaluate_dev()
-            if final_wer is not None:
-                summary["final_dev_wer"] = final_wer
-                LOG.info("WiSE-FT alpha %.2f: dev WER %.2f%% (adapted alone: %.2f%%)", cfg.wise_alpha,
-                         100 * final_wer, 100 * state["best_wer"])
+            final = evaluate_dev()
+            if final is not None:
+                summary["final_dev_wer"] = final["dev_wer"]
+                if "general_dev_wer" in final:
+                    summary["final_general_dev_wer"] = final["general_dev_wer"]
+                LOG.info("WiSE-FT alpha %.2f: %s (adapted alone: dev WER %.2f%%)", cfg.wise_alpha,
+                         _dev_line(final, select_score(final, cfg.select_weight), cfg.select_weight),
+                         100 * state["best_wer"])
         with atomic_dir(out / "model") as tmp:
             save_trained(model, cfg, tmp, card)
         write_json(out / "summary.json", summary)

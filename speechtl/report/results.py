@@ -370,6 +370,33 @@ def _gib(n: int | None) -> str:
     return f"{n / 2**30:.2f} GiB" if n else DASH
 
 
+#: What WiSE-FT scales, per method (see speechtl.adapt.merge).
+_UPDATE = {"full": "(adapted − base) weights", "freeze": "(adapted − base) weights",
+           "lora": "each LoRA update B·A", "adapters": "each bottleneck adapter's residual output"}
+
+
+def _general(wer: float | None) -> str:
+    return f" (general dev WER {pct(wer)}%)" if wer is not None else ""
+
+
+def _selection_lines(train: dict) -> list[str]:
+    """How the best checkpoint was chosen, when a general dev set weighed in (select_weight)."""
+    w = train.get("select_weight") or 0
+    if not w:
+        return []
+    return [f"- best checkpoint chosen on {1 - w:g} × target dev WER + {w:g} × general dev WER "
+            f"(`{train.get('dev_general')}`): {pct(train.get('best_select_score'))}%"]
+
+
+def _wise_lines(train: dict) -> list[str]:
+    if train.get("wise_alpha") is None:
+        return []
+    update = _UPDATE.get(train.get("method"), "the update")
+    return [f"- final model: WiSE-FT, base + {train['wise_alpha']:g} × {update}; dev WER "
+            f"{pct(train.get('final_dev_wer'))}%{_general(train.get('final_general_dev_wer'))} "
+            f"(the adapted model alone: {pct(train.get('best_dev_wer'))}%)"]
+
+
 def train_lines(train: dict) -> list[str]:
     t, n = train.get("trainable_parameters"), train.get("total_parameters")
     params = f"{t:,} of {n:,} ({100 * t / n:.1f}%)" if t is not None and n else DASH
@@ -382,13 +409,12 @@ def train_lines(train: dict) -> list[str]:
             f"- training data: {train.get('train_utterances')} utterances, {60 * train.get('train_hours', 0):.1f} min, "
             f"{_n(train.get('train_speakers', 0), 'speaker')}",
             f"- steps: {train.get('steps')} of {train.get('utterances_per_step')} utterances; best dev WER "
-            f"{pct(best)}% at step {train.get('best_step')}",
+            f"{pct(best)}% at step {train.get('best_step')}{_general(train.get('best_general_dev_wer'))}",
+            *_selection_lines(train),
             *([f"- training took {train['seconds'] / 60:.1f} min; peak memory {_gib(train.get('peak_memory_bytes'))} "
                "(GPU: most allocated by torch; CPU: the process's peak resident size)"]
               if train.get("seconds") else []),
-            *([f"- final model: WiSE-FT, {train['wise_alpha']:g} × adapted + {1 - train['wise_alpha']:g} × base "
-               f"weights; dev WER {pct(train.get('final_dev_wer'))}% (the adapted weights alone: {pct(best)}%)"]
-              if train.get("wise_alpha") is not None else []),
+            *_wise_lines(train),
             *([f"- vocabulary: {train['vocabulary']}"] if train.get("vocabulary") == "rebuilt" else []), ""]
 
 
