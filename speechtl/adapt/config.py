@@ -10,6 +10,7 @@ import dataclasses
 import os
 import types
 import typing
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,7 @@ from typing import Any
 import yaml
 
 from speechtl.errors import SpeechtlError
+from speechtl.features.augment import AugmentConfig, yaml_key_lines
 
 METHODS = ("full", "freeze", "lora", "adapters")
 #: Methods that train a small adapter beside frozen base weights (saved and exported on their own).
@@ -68,6 +70,18 @@ class TrainConfig:
     num_workers: int = 0
     model_settings: dict[str, Any] = field(default_factory=dict, metadata={
         "help": "model config settings for training, e.g. SpecAugment: {mask_time_prob: 0.05, mask_time_length: 10}"})
+    augment: dict[str, Any] = field(default_factory=dict, metadata={
+        "help": "on-the-fly augmentation of the training (target-accent) audio: blocks speed, reverb, noise, volume "
+                "(see speechtl.features.augment.AugmentConfig); replay, dev and test audio are never augmented"})
+    distill_weight: float = field(default=0.0, metadata={
+        "help": "w >= 0: loss = task loss + w * T^2 * KL(base model || adapted) on the positions the loss counts "
+                "(learning without forgetting); 0: off"})
+    distill_temperature: float = field(default=1.0, metadata={
+        "help": "T > 0: both distributions are softened as softmax(logits / T) for the distillation term"})
+    replay_manifest: str = field(default="", metadata={
+        "help": "manifest of general (source-domain) speech mixed into every training batch (needs replay_fraction)"})
+    replay_fraction: float = field(default=0.0, metadata={
+        "help": "share in [0, 1) of each batch drawn from replay_manifest: round(fraction * batch_size) utterances"})
     wise_alpha: float = field(default=1.0, metadata={
         "help": "WiSE-FT: the final model keeps this share of the best model's update, base + alpha * (adapted - "
                 "base), for every method (full/freeze: the trained weights; lora: B @ A; adapters: each "
@@ -121,6 +135,31 @@ class TrainConfig:
                                      "first or fix the path")
         if self.max_duration <= self.min_duration:
             raise bad("max_duration", "must be larger than min_duration")
+        self._validate_forgetting_controls(bad)
+
+    def _validate_forgetting_controls(self, bad: Callable[[str, str], ConfigError]) -> None:
+        if not self.distill_weight >= 0.0:
+            raise bad("distill_weight", f"must be >= 0, got {self.distill_weight}")
+        if not self.distill_temperature > 0.0:
+            raise bad("distill_temperature", f"must be positive, got {self.distill_temperature}")
+        if not 0.0 <= self.replay_fraction < 1.0:
+            raise bad("replay_fraction", f"must lie in [0, 1), got {self.replay_fraction}")
+        if self.replay_fraction > 0 and not self.replay_manifest:
+            raise bad("replay_fraction", "needs replay_manifest: the manifest replay utterances are drawn from")
+        if self.replay_manifest and self.replay_fraction == 0:
+            raise bad("replay_manifest", "is only used with replay_fraction > 0 (the share of each batch it fills)")
+        if self.replay_manifest and not Path(self.replay_manifest).is_file():
+            raise bad("replay_manifest", f"names {self.replay_manifest}, which is not a file (relative paths are "
+                                         f"read from the working dir, {os.getcwd()})")
+        share = self.replay_per_batch
+        if self.replay_fraction > 0 and not 0 < share < self.batch_size:
+            raise bad("replay_fraction", f"{self.replay_fraction} of batch_size {self.batch_size} gives {share} replay "
+                                         "utterance(s) a batch; it must give at least one and leave one for training")
+
+    @property
+    def replay_per_batch(self) -> int:
+        """Replay utterances in each micro-batch of ``batch_size`` (the rest are training utterances)."""
+        return round(self.replay_fraction * self.batch_size)
 
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
@@ -172,6 +211,8 @@ def config_from_dict(data: dict[str, Any], where: str = "config", lines: dict[st
             hint = f" (did you mean {', '.join(close)}?)" if close else ""
             raise ConfigError(f"{at}: unknown key '{key}'{hint}")
         values[key] = _coerce(key, value, hints[key], at)
+        if key == "augment":  # nested blocks: checked (and defaults filled in) where their lines are known
+            values[key] = AugmentConfig.from_dict(values[key], where, lines).to_dict()
     cfg = TrainConfig(**values)
     cfg.validate(where)
     return cfg
@@ -192,7 +233,7 @@ def load_config(path: str | os.PathLike | None, overrides: list[str] | None = No
             raise ConfigError(f"{path}: not valid YAML: {e}") from e
         if not isinstance(data, dict):
             raise ConfigError(f"{path}: expected a mapping of keys to values")
-        lines = {k.value: k.start_mark.line + 1 for k, _ in node.value} if node is not None else {}
+        lines = yaml_key_lines(node)  # top-level keys, and nested ones as dotted paths (augment.speed.prob)
         cfg = config_from_dict(data, str(path), lines)
     if overrides:
         data, lines = {}, {}

@@ -10,7 +10,13 @@ Experiment dir layout::
     summary.json         written last: a run without it is unfinished and resumes
 
 Data order is a pure function of (seed, epoch), and the checkpoint stores the batch position,
-so a killed run resumed from ``checkpoint/`` sees exactly the batches it would have seen.
+so a killed run resumed from ``checkpoint/`` sees exactly the batches it would have seen. So are the
+replay utterances each batch carries (:mod:`speechtl.adapt.replay`) and the augmentation of each
+training utterance (:mod:`speechtl.features.augment`; replay, dev and test audio are never augmented).
+
+history.jsonl's log lines hold ``loss``, the family's task loss, and when distilling ``distill``, the
+``T^2 * KL`` to the base model: the objective is ``loss + distill_weight * distill``
+(:mod:`speechtl.adapt.distill`).
 """
 
 from __future__ import annotations
@@ -29,10 +35,13 @@ import torch
 from tqdm.auto import tqdm
 
 from speechtl.adapt.config import ConfigError, TrainConfig, dump_config
+from speechtl.adapt.distill import Objective
 from speechtl.adapt.merge import wise, wise_base
 from speechtl.adapt.methods import adapter_name, apply_method, data_summary, prepare_base, restore_trained, save_trained
-from speechtl.data.manifest import Utterance
+from speechtl.adapt.replay import replay_batches
+from speechtl.data.manifest import Utterance, read_manifest
 from speechtl.features.audio import load_utterance
+from speechtl.features.augment import AugmentConfig, Augmenter
 from speechtl.features.batching import length_grouped_batches
 from speechtl.io import atomic_dir, atomic_write, environment, setup_logging, write_json
 from speechtl.models.base import SpeechModel
@@ -81,10 +90,18 @@ def _precision(cfg: TrainConfig) -> str:
 
 
 class Batches(torch.utils.data.Dataset):
-    """Loads and collates one whole batch per item, so workers do audio decoding and features."""
+    """Loads and collates one whole batch per item, so workers do audio decoding and features.
 
-    def __init__(self, model: SpeechModel, utts: Sequence[Utterance], batches: list[list[int]]):
-        self.model, self.utts, self.batches = model, utts, batches
+    Item ``i`` is training utterances ``batches[i]``, through ``augmenter`` when one is given (a pure
+    function of seed, ``epoch`` and utterance id), then replay utterances ``replay_batches[i]`` as
+    recorded: replay stands for the speech the base model already handles, so it is not augmented.
+    """
+
+    def __init__(self, model: SpeechModel, utts: Sequence[Utterance], batches: list[list[int]],
+                 augmenter: Augmenter | None = None, epoch: int = 0, replay: Sequence[Utterance] = (),
+                 replay_batches: list[list[int]] | None = None):
+        self.model, self.utts, self.batches, self.augmenter, self.epoch = model, utts, batches, augmenter, epoch
+        self.replay, self.replay_batches = replay, replay_batches
 
     def __len__(self) -> int:
         return len(self.batches)
@@ -92,6 +109,12 @@ class Batches(torch.utils.data.Dataset):
     def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
         utts = [self.utts[j] for j in self.batches[i]]
         audios = [load_utterance(u, self.model.sampling_rate) for u in utts]
+        if self.augmenter is not None:
+            audios = [self.augmenter(a, u.id, self.epoch) for a, u in zip(audios, utts, strict=True)]
+        if self.replay_batches is not None:
+            replayed = [self.replay[j] for j in self.replay_batches[i]]
+            utts += replayed
+            audios += [load_utterance(u, self.model.sampling_rate) for u in replayed]
         return self.model.collate(audios, [u.text for u in utts])
 
 
@@ -130,15 +153,23 @@ def train(model: SpeechModel, train_utts: Sequence[Utterance], out_dir: str | Pa
     set_seed(cfg.seed)
     prepare_base(model, cfg)
     utts = filter_durations(train_utts, cfg, "train")
+    replay = filter_durations(read_manifest(cfg.replay_manifest), cfg, "replay") if cfg.replay_fraction > 0 else []
     data = data_summary(utts)
     card = {"name": adapter_name(data["accents"]), "accent": next(iter(data["accents"]), None), "training_data": data}
-    vocabulary = model.fit_vocabulary([u.text for u in utts])
+    vocabulary = model.fit_vocabulary([u.text for u in [*utts, *replay]])
     try:
         model.configure(**cfg.model_settings)
     except ValueError as e:
         raise ConfigError(f"model_settings: {e}") from e
     counts = apply_method(model, cfg, vocabulary)
     base_weights = wise_base(model, cfg.method) if cfg.wise_alpha < 1.0 else None
+    objective = Objective.build(model, cfg, vocabulary, accelerator.device)
+    augment = AugmentConfig.from_dict(cfg.augment, "config")
+    augmenter = Augmenter(augment, cfg.seed, model.sampling_rate, model.max_input_seconds) if augment.enabled else None
+    controls = {"distill_weight": cfg.distill_weight, "distill_temperature": cfg.distill_temperature,
+                "distill_teacher_bytes": objective.teacher_bytes, "replay_manifest": cfg.replay_manifest or None,
+                "replay_utterances": len(replay), "replay_per_batch": cfg.replay_per_batch,
+                "augment": augment.to_dict()}
     if cfg.gradient_checkpointing:
         model.enable_gradient_checkpointing()
     params = [p for p in model.module.parameters() if p.requires_grad]
@@ -160,6 +191,11 @@ def train(model: SpeechModel, train_utts: Sequence[Utterance], out_dir: str | Pa
     per_update = cfg.batch_size * world
     LOG.info("training on %d utterances (%.2f h), %d step(s), %d utterance(s) per micro-batch x %d process(es) x "
              "%d accumulation", len(utts), sum(durations) / 3600, cfg.max_steps, cfg.batch_size, world, cfg.grad_accum)
+    if replay:
+        LOG.info("replay: %d of each micro-batch's %d utterances from %s (%d utterances)", cfg.replay_per_batch,
+                 cfg.batch_size, cfg.replay_manifest, len(replay))
+    if augmenter is not None:
+        LOG.info("augmenting training audio: %s", augment.to_dict())
 
     def evaluate_dev() -> dict[str, float] | None:
         """``dev_wer`` and (with dev_general) ``general_dev_wer``."""
@@ -187,24 +223,28 @@ def train(model: SpeechModel, train_utts: Sequence[Utterance], out_dir: str | Pa
     t0 = time.perf_counter()
     module.train()
     bar = tqdm(total=cfg.max_steps, initial=state["step"], desc="train", unit="step", disable=not main)
-    running, seen = 0.0, 0
+    running, running_kd, seen = 0.0, 0.0, 0
     while state["step"] < cfg.max_steps:
-        mine = rank_batches(durations, cfg.batch_size, world, rank, cfg.seed + state["epoch"])
-        loader = torch.utils.data.DataLoader(Batches(model, utts, mine[state["batch"]:]), batch_size=None,
-                                             num_workers=cfg.num_workers)
+        mine = rank_batches(durations, cfg.batch_size - cfg.replay_per_batch, world, rank, cfg.seed + state["epoch"])
+        extra = replay_batches(len(replay), cfg.replay_per_batch, world, rank, cfg.seed, state["epoch"], len(mine))
+        start = state["batch"]
+        loader = torch.utils.data.DataLoader(
+            Batches(model, utts, mine[start:], augmenter, state["epoch"], replay, extra[start:]), batch_size=None,
+            num_workers=cfg.num_workers)
         for batch in loader:
             batch = {k: v.to(accelerator.device) for k, v in batch.items()}
             with accelerator.accumulate(module):
                 with accelerator.autocast():
-                    loss = model.loss(batch, module=module)
-                accelerator.backward(loss * _share(model, batch, accelerator))
+                    terms = objective(batch, module)
+                accelerator.backward(terms.total(cfg.distill_weight, _shares(accelerator, terms.counts())))
                 if accelerator.sync_gradients and cfg.max_grad_norm > 0:
                     accelerator.clip_grad_norm_(params, cfg.max_grad_norm)
                 optimizer.step()
                 scheduler.step()
                 optimizer.zero_grad()
             state["batch"] += 1
-            running += loss.item()
+            running += terms.loss.item()
+            running_kd += terms.distill.item() if terms.distill is not None else 0.0
             seen += 1
             if not accelerator.sync_gradients:
                 continue
@@ -212,13 +252,16 @@ def train(model: SpeechModel, train_utts: Sequence[Utterance], out_dir: str | Pa
             bar.update(1)
             step = state["step"]
             if step % cfg.log_every == 0 or step == cfg.max_steps:
-                avg = accelerator.gather(torch.tensor([running / seen], device=accelerator.device)).mean().item()
+                avg, kd = accelerator.gather(torch.tensor([[running / seen, running_kd / seen]],
+                                                          device=accelerator.device)).mean(0).tolist()
                 lr = scheduler.get_last_lr()[0]
-                LOG.info("step %d/%d epoch %d loss %.4f lr %.2e", step, cfg.max_steps, state["epoch"], avg, lr)
-                log_event({"step": step, "epoch": state["epoch"], "loss": avg, "lr": lr,
+                distilled = {"distill": kd} if objective.distills else {}
+                LOG.info("step %d/%d epoch %d loss %.4f%s lr %.2e", step, cfg.max_steps, state["epoch"], avg,
+                         f" distill {kd:.4f}" if distilled else "", lr)
+                log_event({"step": step, "epoch": state["epoch"], "loss": avg, **distilled, "lr": lr,
                            "elapsed": round(time.perf_counter() - t0, 1)})
                 bar.set_postfix(loss=f"{avg:.3f}")
-                running, seen = 0.0, 0
+                running, running_kd, seen = 0.0, 0.0, 0
             if (cfg.eval_every and step % cfg.eval_every == 0) or step == cfg.max_steps:
                 wers = evaluate_dev()
                 if wers is not None:
@@ -251,7 +294,7 @@ def train(model: SpeechModel, train_utts: Sequence[Utterance], out_dir: str | Pa
                "train_hours": data["hours"], "train_speakers": data["speakers"], "train_accents": data["accents"],
                "utterances_per_step": per_update * cfg.grad_accum, "seconds": round(time.perf_counter() - t0, 1),
                "method": cfg.method, "frozen": cfg.freeze, "vocabulary": vocabulary, **counts,
-               "base_model": model.source, "peak_memory_bytes": _peak_memory(accelerator.device)}
+               "base_model": model.source, "peak_memory_bytes": _peak_memory(accelerator.device), **controls}
     if main:
         if state["best_step"] is not None:
             summary.update(best_dev_wer=state["best_wer"], best_general_dev_wer=state["best_general_wer"],
@@ -286,18 +329,19 @@ def rank_batches(durations: Sequence[float], batch_size: int, world: int, rank: 
     return [[int(i) for i in np.array_split(b, world)[rank]] for b in batches if len(b) >= world]
 
 
-def _share(model: SpeechModel, batch: dict[str, torch.Tensor], accelerator) -> float:
-    """Weight of this process's mean loss, so that DDP's average of gradients is the global batch's mean.
+def _shares(accelerator, counts: list[int]) -> list[float]:
+    """Weight of each of this process's means, so that DDP's average of gradients is the global batch's mean.
 
-    Each process's loss is a mean over its own items (tokens, utterances); processes rarely hold equally
-    many, and an average of means is not the mean. Scaling each by ``items_here * world / items_all``
-    makes the gradient the one a single process would get from the whole global batch.
+    Each process's loss is a mean over its own items (tokens, utterances; the distillation term's positions);
+    processes rarely hold equally many, and an average of means is not the mean. Scaling each by
+    ``items_here * world / items_all`` makes the gradient the one a single process would get from the whole
+    global batch. One all-reduce serves every term.
     """
     if accelerator.num_processes == 1:
-        return 1.0
-    here = torch.tensor(float(model.loss_items(batch)), device=accelerator.device)
+        return [1.0] * len(counts)
+    here = torch.tensor([float(c) for c in counts], device=accelerator.device)
     total = accelerator.reduce(here.clone(), reduction="sum")
-    return float(here * accelerator.num_processes / total)
+    return (here * accelerator.num_processes / total).tolist()
 
 
 def _peak_memory(device: torch.device) -> int | None:
