@@ -31,7 +31,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
                     len(utts))
         utts = kept
     opts = DecodeOptions(batch_size=args.batch_size, num_beams=args.beams, normalizer=args.normalizer,
-                         backend=args.backend, compute_type=args.compute_type)
+                         backend=args.backend, compute_type=args.compute_type, audio_context=args.audio_context)
     res = evaluate_manifest(args.model, lambda: load_for_eval(args.model, opts, device=args.device), utts,
                             Path(args.manifest), out, opts, force=args.force)
     print(f"{out}: WER {100 * res['wer']['rate']:.2f}%  CER {100 * res['cer']['rate']:.2f}%  "
@@ -250,6 +250,9 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--max-duration", type=float, default=None, help="drop (and log) longer utterances")
     e.add_argument("--device", default=None, help="cpu, cuda, cuda:1 … (default: cuda if available)")
     e.add_argument("--force", action="store_true", help="decode again even if scores.json is up to date")
+    e.add_argument("--audio-context", default="", choices=["", "full", "dynamic"],
+                   help="Whisper: decode at the full 30 s context or at each batch's length plus a margin "
+                        "(default: as the model was adapted; a pretrained model decodes at full)")
     e.add_argument("--backend", default="transformers", choices=["transformers", "ctranslate2"],
                    help="decode with the transformers model, or with CTranslate2's runtime (the model, LoRA merged, "
                    "converted once and cached by its weights' hash; a CTranslate2 dir runs as it is)")

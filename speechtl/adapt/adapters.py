@@ -390,6 +390,8 @@ def load(source: str | os.PathLike, adapters: Mapping[str, str | os.PathLike] | 
         own[card.get("name") or "default"] = path
         source = card["base_model"]
     model = load_model(source, **kwargs)
+    if own:  # the settings it was trained with (audio context…): the adapter is only right with them
+        model.configure(**card.get("model_settings", {}))
     wanted = {**own, **{k: resolve_adapter_dir(v) for k, v in (adapters or {}).items()}}
     if wanted:
         aset = AdapterSet.of(model)

@@ -25,6 +25,7 @@ METHODS = ("full", "freeze", "lora", "adapters")
 ADAPTER_METHODS = ("lora", "adapters")
 SCHEDULERS = ("linear", "cosine", "constant")
 PRECISIONS = ("auto", "no", "fp16", "bf16")
+TARGET_STYLES = ("model", "as_is")
 
 
 class ConfigError(SpeechtlError):
@@ -82,6 +83,9 @@ class TrainConfig:
         "help": "manifest of general (source-domain) speech mixed into every training batch (needs replay_fraction)"})
     replay_fraction: float = field(default=0.0, metadata={
         "help": "share in [0, 1) of each batch drawn from replay_manifest: round(fraction * batch_size) utterances"})
+    target_style: str = field(default="model", metadata={
+        "help": "model: train on transcripts put in the form the pretrained model writes (Whisper: an all-capitals "
+                "unpunctuated corpus gets sentence case and end punctuation) | as_is: the corpus's own form"})
     wise_alpha: float = field(default=1.0, metadata={
         "help": "WiSE-FT: the final model keeps this share of the best model's update, base + alpha * (adapted - "
                 "base), for every method (full/freeze: the trained weights; lora: B @ A; adapters: each "
@@ -112,6 +116,8 @@ class TrainConfig:
                 raise bad(key, "must be at least 1")
         if not 0.0 <= self.lora_dropout < 1.0:
             raise bad("lora_dropout", "must lie in [0, 1)")
+        if self.target_style not in TARGET_STYLES:
+            raise bad("target_style", f"must be one of {', '.join(TARGET_STYLES)}, got '{self.target_style}'")
         if self.lr_scheduler not in SCHEDULERS:
             raise bad("lr_scheduler", f"must be one of {', '.join(SCHEDULERS)}")
         if self.mixed_precision not in PRECISIONS:

@@ -21,6 +21,7 @@ history.jsonl's log lines hold ``loss``, the family's task loss, and when distil
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import math
@@ -79,6 +80,18 @@ def filter_durations(utts: Sequence[Utterance], cfg: TrainConfig, name: str) -> 
     if not kept:
         raise ValueError(f"{name}: no utterances left after the duration filter")
     return kept
+
+
+def styled_targets(model: SpeechModel, utts: Sequence[Utterance], style: str) -> list[Utterance]:
+    """The utterances with the transcripts the model trains on (``target_style``); the manifest is untouched."""
+    if style == "as_is":
+        return list(utts)
+    out = [dataclasses.replace(u, text=model.target_text(u.text)) for u in utts]
+    changed = [(u.text, v.text) for u, v in zip(utts, out, strict=True) if u.text != v.text]
+    if changed:
+        LOG.info("target_style model: %d of %d transcripts restyled, e.g. %s", len(changed), len(utts),
+                 "; ".join(f"{a!r} -> {b!r}" for a, b in changed[:3]))
+    return out
 
 
 def _precision(cfg: TrainConfig) -> str:
@@ -152,10 +165,13 @@ def train(model: SpeechModel, train_utts: Sequence[Utterance], out_dir: str | Pa
             "device": str(accelerator.device)}, "base_model": model.source})
     set_seed(cfg.seed)
     prepare_base(model, cfg)
-    utts = filter_durations(train_utts, cfg, "train")
-    replay = filter_durations(read_manifest(cfg.replay_manifest), cfg, "replay") if cfg.replay_fraction > 0 else []
+    utts = styled_targets(model, filter_durations(train_utts, cfg, "train"), cfg.target_style)
+    replay = styled_targets(model, filter_durations(read_manifest(cfg.replay_manifest), cfg, "replay"),
+                            cfg.target_style) if cfg.replay_fraction > 0 else []
     data = data_summary(utts)
-    card = {"name": adapter_name(data["accents"]), "accent": next(iter(data["accents"]), None), "training_data": data}
+    card = {"name": adapter_name(data["accents"]), "accent": next(iter(data["accents"]), None), "training_data": data,
+            # settings the adapted model must be run with (audio context): applied when the adapter is loaded
+            "model_settings": dict(cfg.model_settings)}
     vocabulary = model.fit_vocabulary([u.text for u in [*utts, *replay]])
     try:
         model.configure(**cfg.model_settings)

@@ -42,6 +42,8 @@ class DecodeOptions:
     #: CTranslate2's compute type (``default``: as the converted weights are stored, float32; ``int8``…);
     #: ctranslate2 backend only.
     compute_type: str = "default"
+    #: Whisper's audio context for this decode (``full`` | ``dynamic``); empty: as the model was saved.
+    audio_context: str = ""
 
 
 def load_for_eval(source: str, opts: DecodeOptions, device: str | None = None):
@@ -54,7 +56,7 @@ def load_for_eval(source: str, opts: DecodeOptions, device: str | None = None):
     from speechtl import load_model
 
     if opts.backend == "transformers":
-        return load_model(source, device=device)
+        return with_audio_context(load_model(source, device=device), opts.audio_context)
     if opts.backend != "ctranslate2":
         raise UsageError(f"backend {opts.backend!r} unknown; choose one of {', '.join(BACKENDS)}")
     import torch
@@ -62,12 +64,22 @@ def load_for_eval(source: str, opts: DecodeOptions, device: str | None = None):
     from speechtl.adapt.export import merge_for_serving
     from speechtl.models.ct2 import CT2Whisper, is_ct2_dir
 
-    model = merge_for_serving(load_model(source))
+    model = with_audio_context(merge_for_serving(load_model(source)), opts.audio_context)
     threads = torch.get_num_threads()  # as many as the transformers backend uses
     path = Path(source)
     if path.is_dir() and is_ct2_dir(path) and model.adapters is None:
         return CT2Whisper(path, model, device or "cpu", opts.compute_type, threads)
     return CT2Whisper.from_model(model, device or "cpu", opts.compute_type, threads)
+
+
+def with_audio_context(model: SpeechModel, audio_context: str) -> SpeechModel:
+    """``model`` decoding at ``audio_context`` (``speechtl eval --audio-context``); empty: as it was saved."""
+    if audio_context:
+        try:
+            model.configure(audio_context=audio_context)
+        except ValueError as e:
+            raise UsageError(f"--audio-context: {e}") from e
+    return model
 
 
 def check_durations(utts: Sequence[Utterance], model: SpeechModel) -> None:
@@ -143,6 +155,8 @@ def run_key(model_source: str, manifest: Path, opts: DecodeOptions, utts: Sequen
     options = asdict(opts)
     if opts.backend == "transformers":  # as before backends existed, so evaluations made then still count as done
         del options["backend"], options["compute_type"]
+    if not opts.audio_context:  # likewise for evaluations made before the override existed
+        del options["audio_context"]
     blob = json.dumps({"model": model_fingerprint(model_source), "manifest": str(manifest.resolve()),
                        "manifest_sha": hashlib.sha256(manifest.read_bytes()).hexdigest(),
                        "ids": hashlib.sha256("\n".join(u.id for u in utts).encode()).hexdigest(), **options},

@@ -1,0 +1,92 @@
+"""Whisper's audio context: the full 30 s (as pretrained) or each batch's length plus a margin (dynamic),
+trained with, recorded in what a run saves, and overridable at evaluation."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from helpers import toy_corpus
+
+import speechtl
+from speechtl.adapt.config import TrainConfig
+from speechtl.adapt.trainer import train
+from speechtl.cli import main
+from speechtl.data.manifest import read_manifest
+from speechtl.evaluate.decode import DecodeOptions, load_for_eval
+from speechtl.models import load_model
+from speechtl.models.whisper import MEL_FRAMES_PER_SECOND, TOKEN_BUDGET_SLACK, TOKENS_PER_SECOND
+
+
+def test_encoder_at_30s_is_transformers_and_shorter_inputs_slice_the_positions(tiny_whisper):
+    from transformers.models.whisper.modeling_whisper import WhisperEncoder
+
+    model = load_model(str(tiny_whisper))
+    enc = model.module.model.encoder.eval()
+    feats = torch.randn(2, 80, 3000)
+    with torch.no_grad():
+        ours = enc(feats).last_hidden_state
+        theirs = WhisperEncoder.forward(enc, feats).last_hidden_state
+        torch.testing.assert_close(ours, theirs, rtol=0, atol=0)
+        assert enc(feats[..., :400]).last_hidden_state.shape == (2, 200, model.hidden_size)
+    with pytest.raises(ValueError, match="even number of mel frames"):
+        enc(feats[..., :401])
+
+
+def test_dynamic_collate_pads_to_the_longest_plus_the_margin(tiny_whisper):
+    model = load_model(str(tiny_whisper))
+    audios = [np.zeros(16000, np.float32), np.zeros(24000, np.float32)]  # 1.0 s and 1.5 s
+    assert model.collate(audios)["input_features"].shape[-1] == 3000
+    model.configure(audio_context="dynamic", audio_context_margin=0.5)
+    assert model.collate(audios)["input_features"].shape[-1] == 150 + 50
+    model.configure(audio_context_margin=0.0)
+    assert model.collate([np.zeros(16160, np.float32)])["input_features"].shape[-1] == 102  # 101, made even
+    with pytest.raises(ValueError, match="audio_context must be one of"):
+        model.configure(audio_context="half")
+
+
+def test_dynamic_decoding_has_a_token_budget_by_duration(tiny_whisper, monkeypatch):
+    model = load_model(str(tiny_whisper))
+    seen = {}
+    real = model.module.generate
+
+    def spy(*args, **kwargs):
+        seen.update(kwargs)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(model.module, "generate", spy)
+    model.transcribe(model.collate([np.zeros(16000, np.float32)]))
+    assert "max_new_tokens" not in seen  # full context: as the pretrained model decodes
+    model.configure(audio_context="dynamic", audio_context_margin=1.0)
+    model.transcribe(model.collate([np.zeros(16000, np.float32)]))
+    seconds = 200 / MEL_FRAMES_PER_SECOND
+    want = min(int(np.ceil(seconds * TOKENS_PER_SECOND)) + TOKEN_BUDGET_SLACK, 64 - len(model.prefix_ids()))
+    assert seen["max_new_tokens"] == want
+
+
+@pytest.mark.parametrize("method", ["lora", "full"])
+def test_a_model_adapted_at_dynamic_context_decodes_so_unless_told(method, tiny_whisper, tmp_path):
+    manifest = toy_corpus(tmp_path / "data", n=4)
+    cfg = TrainConfig(method=method, max_steps=2, batch_size=2, eval_every=0, save_every=2, warmup_steps=0,
+                      lora_rank=2, model_settings={"audio_context": "dynamic", "audio_context_margin": 0.5})
+    train(load_model(str(tiny_whisper)), read_manifest(manifest), tmp_path / "exp" / "train", cfg)
+    if method == "lora":
+        card = json.loads((tmp_path / "exp" / "train" / "model" / "speechtl_card.json").read_text())
+        assert card["model_settings"] == {"audio_context": "dynamic", "audio_context_margin": 0.5}
+    exp = str(tmp_path / "exp" / "train")
+    adapted = speechtl.load_model(exp)
+    assert adapted.audio_context == "dynamic"
+    assert load_model(str(tiny_whisper)).audio_context == "full"  # the base is untouched
+    assert load_for_eval(exp, DecodeOptions(audio_context="full")).audio_context == "full"
+    # the CLI override decodes again (a different run key) and says which context it used
+    out = tmp_path / "eval"
+    assert main(["eval", "--model", exp, "--manifest", str(manifest), "--out", str(out / "dyn")]) == 0
+    assert main(["eval", "--model", exp, "--manifest", str(manifest), "--out", str(out / "dyn"),
+                 "--audio-context", "full"]) == 0
+    assert json.loads((out / "dyn" / "scores.json").read_text())["options"]["audio_context"] == "full"
+
+
+def test_audio_context_override_refused_for_ctc(tiny_ctc, tmp_path):
+    manifest = toy_corpus(tmp_path / "data", n=2)
+    assert main(["eval", "--model", str(tiny_ctc), "--manifest", str(manifest), "--out", str(tmp_path / "e"),
+                 "--audio-context", "dynamic"]) == 2
