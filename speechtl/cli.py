@@ -64,10 +64,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     setup_logging(out / "train.log")
     train_utts = read_manifest(args.train)
     dev_utts = read_manifest(args.dev) if args.dev else None
-    ckpt = out / "checkpoint"
     model = load_model(args.model)
-    if ckpt.is_dir():
-        LOG.info("found %s: the run resumes there", ckpt)
     evaluator = None
     if dev_utts is not None:
         evaluator = dev_evaluator(dev_utts, cfg.eval_batch_size, cfg.eval_max_utts)
@@ -75,7 +72,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     if cfg.dev_general:
         general = dev_evaluator(read_manifest(cfg.dev_general), cfg.eval_batch_size, cfg.eval_max_utts,
                                 desc="general dev")
-    summary = train(model, train_utts, out, cfg, evaluator, general)
+    summary = train(model, train_utts, out, cfg, evaluator, general, train_manifest=args.train, dev_manifest=args.dev,
+                    force=args.force)
     best = summary.get("best_dev_wer")
     print(f"{out}: trained {summary['steps']} steps ({summary['trainable_parameters']:,} of "
           f"{summary['total_parameters']:,} parameters)" + (f", best dev WER {100 * best:.2f}%" if best is not None
@@ -261,13 +259,16 @@ def build_parser() -> argparse.ArgumentParser:
                    "a converted model)")
     e.set_defaults(func=cmd_eval)
 
-    t = sub.add_parser("train", help="adapt a model on a training manifest; resumes a killed run in --out")
+    t = sub.add_parser("train", help="adapt a model on a training manifest; resumes a killed run in --out, skips a "
+                       "finished one, and refuses one made with other inputs")
     t.add_argument("--model", required=True, help="hub id, checkpoint dir, experiment dir, or CTranslate2 dir")
     t.add_argument("--train", required=True, help="training manifest")
     t.add_argument("--dev", default=None, help="dev manifest: WER every eval_every steps, best model kept")
     t.add_argument("--out", required=True, help="experiment dir")
     t.add_argument("--config", default=None, help="YAML training config (see speechtl.adapt.config.TrainConfig)")
     t.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key")
+    t.add_argument("--force", action="store_true", help="train afresh: a run already in --out (finished, or made "
+                   "with another config, base model or manifest) is moved aside to <out>.old-<time>/, not deleted")
     t.set_defaults(func=cmd_train)
 
     n = sub.add_parser("new-ctc-model", help="write a random wav2vec2-architecture CTC checkpoint whose vocabulary "

@@ -8,8 +8,9 @@ everything else propagate.
 
 The rooms' own types derive from it: ``ManifestError`` (``data.manifest``), ``AudioError``
 (``features.audio``), ``ModelLoadError`` (``models.base``), ``CT2FormatError`` (``models.ct2``),
-``HypothesisError`` (``evaluate.external``), ``AdapterError`` (``adapt.adapters``) and ``ConfigError``
-(``adapt.config``). This module, shared by every room like ``speechtl.io``, imports nothing.
+``HypothesisError`` (``evaluate.external``), ``AdapterError`` (``adapt.adapters``), ``ConfigError``
+(``adapt.config``) and ``TrainDirError`` (``adapt.rundir``). This module, shared by every room like
+``speechtl.io``, imports nothing.
 """
 
 from __future__ import annotations

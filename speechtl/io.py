@@ -239,6 +239,16 @@ def setup_logging(log_file: str | os.PathLike | None = None, level: int = loggin
             root.addHandler(fh)
 
 
+def close_log_files(under: str | os.PathLike) -> None:
+    """Stop logging into files under ``under``, before that dir is moved: an open handler would follow its
+    file there, and :func:`setup_logging` would not open the new one (the path is the same)."""
+    root, under = logging.getLogger("speechtl"), Path(under).resolve()
+    for h in list(root.handlers):
+        if isinstance(h, logging.FileHandler) and Path(h.baseFilename).is_relative_to(under):
+            root.removeHandler(h)
+            h.close()
+
+
 def environment() -> dict[str, Any]:
     """Versions and host facts that decide a run's numbers, written beside every experiment."""
     import importlib.metadata as md

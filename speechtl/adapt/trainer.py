@@ -3,6 +3,7 @@
 Experiment dir layout::
 
     config.yaml          the resolved TrainConfig      env.json      versions, git hash, argv
+    train_key.json       what the run depends on (config, base model, manifests) and its hash
     train.log            everything logged             history.jsonl one line per log/eval event
     checkpoint/          latest resumable state (model, optimiser, scheduler, RNG, position)
     best/                model with the best dev WER   model/        the final model (= best)
@@ -13,6 +14,12 @@ Data order is a pure function of (seed, epoch), and the checkpoint stores the ba
 so a killed run resumed from ``checkpoint/`` sees exactly the batches it would have seen. So are the
 replay utterances each batch carries (:mod:`speechtl.adapt.replay`) and the augmentation of each
 training utterance (:mod:`speechtl.features.augment`; replay, dev and test audio are never augmented).
+
+A dir is skipped (``summary.json``) or resumed (``checkpoint/``) only when its run was made with the same
+config, base model and manifests (training, dev, general dev, replay): ``train_key.json``
+(:mod:`speechtl.adapt.rundir`) says which, and a run made with other inputs is refused, naming what changed,
+rather than silently returned or continued; ``force`` (``speechtl train --force``) moves it aside to
+``<dir>.old-<time>/`` and trains afresh. Nothing is deleted.
 
 history.jsonl's log lines hold ``loss``, the family's task loss, and when distilling ``distill``, the
 ``T^2 * KL`` to the base model: the objective is ``loss + distill_weight * distill``
@@ -33,18 +40,18 @@ from typing import Any
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
 from speechtl.adapt.config import ConfigError, TrainConfig, dump_config
 from speechtl.adapt.distill import Objective
 from speechtl.adapt.merge import wise, wise_base
 from speechtl.adapt.methods import adapter_name, apply_method, data_summary, prepare_base, restore_trained, save_trained
 from speechtl.adapt.replay import replay_batches
-from speechtl.data.manifest import Utterance, read_manifest
+from speechtl.adapt.rundir import TrainDir, TrainKey
+from speechtl.data.manifest import ManifestError, Utterance, read_manifest
 from speechtl.features.audio import load_utterance
 from speechtl.features.augment import AugmentConfig, Augmenter
 from speechtl.features.batching import length_grouped_batches
-from speechtl.io import atomic_dir, atomic_write, environment, setup_logging, write_json
+from speechtl.io import atomic_dir, atomic_write, environment, progress, setup_logging, write_json
 from speechtl.models.base import SpeechModel
 
 LOG = logging.getLogger("speechtl.adapt")
@@ -78,7 +85,8 @@ def filter_durations(utts: Sequence[Utterance], cfg: TrainConfig, name: str) -> 
         LOG.warning("%s: dropped %d of %d utterances outside [%.1f, %.1f] s", name, len(utts) - len(kept),
                     len(utts), cfg.min_duration, cfg.max_duration)
     if not kept:
-        raise ValueError(f"{name}: no utterances left after the duration filter")
+        raise ConfigError(f"{name}: none of its {len(utts)} utterances lies within min_duration {cfg.min_duration:g} "
+                          f"s and max_duration {cfg.max_duration:g} s; widen them in the config (or with --set)")
     return kept
 
 
@@ -128,23 +136,45 @@ class Batches(torch.utils.data.Dataset):
             replayed = [self.replay[j] for j in self.replay_batches[i]]
             utts += replayed
             audios += [load_utterance(u, self.model.sampling_rate) for u in replayed]
-        return self.model.collate(audios, [u.text for u in utts])
+        try:
+            return self.model.collate(audios, [u.text for u in utts])
+        except ManifestError as e:  # the model knows what it can't take, the batch which utterances it holds
+            bad = [u for u, a in zip(utts, audios, strict=True) if not _collates(self.model, a, u.text)]
+            named = ", ".join(f"{u.id} ({u.source})" if u.source else u.id for u in bad)
+            raise ManifestError(f"{named or 'an utterance of this batch'}: {e}; shorten its transcript or drop it "
+                                "from the manifest") from e
+
+
+def _collates(model: SpeechModel, audio: np.ndarray, text: str) -> bool:
+    try:
+        model.collate([audio], [text])
+    except ManifestError:
+        return False
+    return True
 
 
 def train(model: SpeechModel, train_utts: Sequence[Utterance], out_dir: str | Path, cfg: TrainConfig,
-          evaluator: Evaluator | None = None, general_evaluator: Evaluator | None = None) -> dict[str, Any]:
+          evaluator: Evaluator | None = None, general_evaluator: Evaluator | None = None, *,
+          train_manifest: str | os.PathLike | None = None, dev_manifest: str | os.PathLike | None = None,
+          force: bool = False) -> dict[str, Any]:
     """Adapt ``model`` on ``train_utts``; resumable; returns the summary written to ``summary.json``.
 
     ``evaluator`` gives the target dev WER, ``general_evaluator`` that of ``cfg.dev_general``; both are
     called at each evaluation, and the best checkpoint is chosen on :func:`select_score`.
+    ``train_manifest`` (the file ``train_utts`` were read from) and ``dev_manifest`` (the set ``evaluator``
+    decodes) go into the run's key; without ``train_manifest`` the utterances themselves do. A dir
+    holding a run made with other inputs raises :class:`~speechtl.adapt.rundir.TrainDirError`, unless
+    ``force`` moves it aside (to ``<out_dir>.old-<time>/``) to train afresh.
     """
     from accelerate import Accelerator
     from accelerate.utils import set_seed
     from transformers import get_scheduler
 
     out = Path(out_dir)
-    if (out / "summary.json").is_file():
-        LOG.info("%s: training already finished (summary.json exists); nothing to do", out)
+    run, key = TrainDir(out), TrainKey.of(model, cfg, train_utts, train_manifest, dev_manifest)
+    if not force and run.check(key):
+        LOG.info("%s: training already finished with the same config, base model and manifests (train key %s); "
+                 "nothing to do", out, key.key)
         return json.loads((out / "summary.json").read_text())
     if general_evaluator is not None and evaluator is None:
         raise ConfigError("dev_general: a general dev set is weighed against a target dev set; give that too (--dev)")
@@ -156,13 +186,18 @@ def train(model: SpeechModel, train_utts: Sequence[Utterance], out_dir: str | Pa
     accelerator = Accelerator(mixed_precision=_precision(cfg), gradient_accumulation_steps=cfg.grad_accum, cpu=cpu_ddp)
     main = accelerator.is_main_process
     if main:
+        aside = run.move_aside() if force else None
         out.mkdir(parents=True, exist_ok=True)
         setup_logging(out / "train.log")
+        if aside is not None:
+            LOG.info("--force: the run that was in %s is now in %s; training afresh", out, aside)
         with atomic_write(out / "config.yaml") as f:
             f.write(dump_config(cfg))
+        run.write_key(key)
         write_json(out / "env.json", {**environment(), "accelerate": {
             "num_processes": accelerator.num_processes, "mixed_precision": accelerator.mixed_precision,
             "device": str(accelerator.device)}, "base_model": model.source})
+    accelerator.wait_for_everyone()  # with force, no process may look for a checkpoint before the old run is aside
     set_seed(cfg.seed)
     prepare_base(model, cfg)
     utts = styled_targets(model, filter_durations(train_utts, cfg, "train"), cfg.target_style)
@@ -238,7 +273,7 @@ def train(model: SpeechModel, train_utts: Sequence[Utterance], out_dir: str | Pa
 
     t0 = time.perf_counter()
     module.train()
-    bar = tqdm(total=cfg.max_steps, initial=state["step"], desc="train", unit="step", disable=not main)
+    bar = progress(total=cfg.max_steps, initial=state["step"], desc="train", unit="step", disable=not main)
     running, running_kd, seen = 0.0, 0.0, 0
     while state["step"] < cfg.max_steps:
         mine = rank_batches(durations, cfg.batch_size - cfg.replay_per_batch, world, rank, cfg.seed + state["epoch"])

@@ -23,6 +23,7 @@ from speechtl.evaluate.metrics import Scores, alignment, score_rows, word_counts
 from speechtl.features.audio import load_utterance
 from speechtl.features.batching import sorted_batches
 from speechtl.io import atomic_write, progress, write_json, write_jsonl
+from speechtl.models import model_fingerprint
 from speechtl.models.base import SpeechModel
 
 LOG = logging.getLogger("speechtl.evaluate")
@@ -137,17 +138,6 @@ def score_hypotheses(utts: Sequence[Utterance], hyps: dict[str, str], normalizer
                      "ref": u.text, "hyp": hyps[u.id], "ref_norm": ref_n, "hyp_norm": hyp_n,
                      "sub": c.sub, "del": c.dele, "ins": c.ins, "ref_words": c.ref})
     return rows, score_rows(rows)
-
-
-def model_fingerprint(source: str) -> str:
-    """What identifies a model source without loading it: a hub id, or a local dir's weight files' stamps."""
-    path = Path(source)
-    if not path.exists():
-        return source
-    stamps = sorted((str(f.relative_to(path)), f.stat().st_size, f.stat().st_mtime_ns)
-                    for f in path.rglob("*") if f.is_file() and f.suffix in {".safetensors", ".bin", ".json"}
-                    and "checkpoint" not in f.parts)
-    return json.dumps([str(path.resolve()), stamps])
 
 
 def run_key(model_source: str, manifest: Path, opts: DecodeOptions, utts: Sequence[Utterance]) -> str:

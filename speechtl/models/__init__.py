@@ -98,6 +98,21 @@ def load_model(source: str | os.PathLike, device: str | None = None, **kwargs: A
     return model
 
 
+def model_fingerprint(source: str) -> str:
+    """What identifies a model source without loading it: a hub id, or a local dir's weight files' stamps.
+
+    The run keys of evaluation (:func:`speechtl.evaluate.decode.run_key`) and training
+    (:mod:`speechtl.adapt.rundir`) both use it, so "the same model" means one thing.
+    """
+    path = Path(source)
+    if not path.exists():
+        return source
+    stamps = sorted((str(f.relative_to(path)), f.stat().st_size, f.stat().st_mtime_ns)
+                    for f in path.rglob("*") if f.is_file() and f.suffix in {".safetensors", ".bin", ".json"}
+                    and "checkpoint" not in f.parts)
+    return json.dumps([str(path.resolve()), stamps])
+
+
 @functools.lru_cache(maxsize=1)
 def hub_reachable(timeout: float = 3.0) -> bool:
     """Whether the Hugging Face hub answers at all; checked once, so offline runs don't wait on retries."""

@@ -18,6 +18,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from speechtl.data.manifest import ManifestError
 from speechtl.models.base import SPEC_AUGMENT, SpeechModel
 from speechtl.models.truecase import restore_case
 
@@ -212,7 +213,7 @@ class WhisperASR(SpeechModel):
         for t in texts:
             ids = prefix + self.tokenizer.encode(" " + t.strip(), add_special_tokens=False) + [eos]
             if len(ids) > max_len:
-                raise ValueError(f"transcript is longer than Whisper's {max_len} tokens: {t[:60]!r}…")
+                raise ManifestError(f"transcript is {len(ids)} tokens, longer than Whisper's {max_len}: {t[:60]!r}…")
             seqs.append(ids)
         width = max(len(s) for s in seqs) - 1
         dec_in = torch.full((len(seqs), width), eos, dtype=torch.long)
