@@ -263,3 +263,19 @@ def test_adapter_config_errors(tiny_whisper, tiny_ctc, corpus, tmp_path):
     other = build_tiny_ctc(tmp_path / "abc", ["abc"])  # its letters can't spell the corpus: a new head is needed
     with pytest.raises(ConfigError, match="new CTC vocabulary"):
         train(load_model(str(other)), read_manifest(corpus), tmp_path / "c", cfg("lora"))
+
+
+def test_lora_stacks_limit_lora_to_the_encoder_and_load_in_plain_peft(tiny_whisper, corpus, tmp_path):
+    import peft
+
+    model = load_model(str(tiny_whisper))
+    train(model, read_manifest(corpus), tmp_path / "exp", cfg("lora", max_steps=2, lora_stacks=["encoder"]))
+    lora = [n for n, _ in model.module.named_parameters() if "lora_A" in n]
+    assert lora and all(".encoder.layers." in n for n in lora)
+    plain = peft.PeftModel.from_pretrained(load_model(str(tiny_whisper)).module, tmp_path / "exp" / "model")
+    plain_lora = [n for n, _ in plain.named_parameters() if "lora_A" in n]
+    assert len(plain_lora) == len(lora) and all(".encoder.layers." in n for n in plain_lora)
+    with pytest.raises(ConfigError, match="lora_stacks"):
+        cfg("adapters", lora_stacks=["encoder"]).validate()
+    with pytest.raises(AdapterError, match="LoRA stacks"):
+        AdapterSet.of(load_model(str(tiny_whisper))).add("x", speechtl.adapt.adapters.LoraSpec(stacks=("middle",)))

@@ -63,6 +63,8 @@ class LoraSpec:
     dropout: float = 0.05
     #: Module-name suffixes to adapt; empty: the model family's :attr:`SpeechModel.lora_targets`.
     targets: tuple[str, ...] = ()
+    #: Only the targets inside these stacks of :meth:`SpeechModel.blocks` (``encoder``, ``decoder``); empty: all.
+    stacks: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -130,8 +132,22 @@ class AdapterSet:
         if missing:  # PEFT would skip them silently when others match
             raise AdapterError(f"LoRA targets {missing} match no module of this {self.model.family} model; "
                                f"its defaults are {list(self.model.lora_targets)}")
+        if spec.stacks:
+            targets = self._in_stacks(targets, spec.stacks)
         return LoraConfig(r=spec.rank, lora_alpha=spec.alpha, lora_dropout=spec.dropout, target_modules=targets,
                           bias="none", base_model_name_or_path=self.model.name_or_path or None)
+
+    def _in_stacks(self, targets: list[str], stacks: tuple[str, ...]) -> list[str]:
+        """The full names of the target modules inside ``stacks``' blocks: PEFT matches a listed name exactly
+        (or as a suffix), so the saved ``adapter_config.json`` still loads in plain PEFT."""
+        blocks = self.model.blocks()
+        unknown = [s for s in stacks if s not in blocks]
+        if unknown:
+            raise AdapterError(f"LoRA stacks {unknown} unknown; this {self.model.family} model has {list(blocks)}")
+        chosen = {id(b) for s in stacks for b in blocks[s]}
+        prefixes = tuple(f"{n}." for n, m in self.model.module.named_modules() if id(m) in chosen)
+        return [n for n, _ in self.model.module.named_modules()
+                if n.startswith(prefixes) and any(n == t or n.endswith("." + t) for t in targets)]
 
     def add(self, name: str, spec: LoraSpec | BottleneckSpec) -> None:
         """A new adapter (LoRA: PEFT's init, B = 0; bottleneck: up = 0), so the model still equals the base."""

@@ -45,6 +45,9 @@ class TrainConfig:
     lora_dropout: float = 0.05
     lora_targets: list[str] = field(default_factory=list, metadata={
         "help": "module names LoRA adapts (suffixes); empty: the family's default (attention and feed-forward)"})
+    lora_stacks: list[str] = field(default_factory=list, metadata={
+        "help": "stacks whose targets LoRA adapts (encoder, decoder); empty: all. An accent is mostly acoustic: "
+                "encoder-only LoRA leaves the decoder's language knowledge as it was"})
     adapter_size: int = field(default=64, metadata={"help": "bottleneck width of each residual adapter"})
     adapter_stacks: list[str] = field(default_factory=list, metadata={
         "help": "stacks that get bottleneck adapters after each block (encoder, decoder); empty: all"})
@@ -109,6 +112,8 @@ class TrainConfig:
             raise bad("freeze", "must name at least one part when method is freeze")
         if self.lora_targets and self.method != "lora":
             raise bad("lora_targets", f"is only used with method: lora (method is '{self.method}')")
+        if self.lora_stacks and self.method != "lora":
+            raise bad("lora_stacks", f"is only used with method: lora (method is '{self.method}')")
         if self.adapter_stacks and self.method != "adapters":
             raise bad("adapter_stacks", f"is only used with method: adapters (method is '{self.method}')")
         for key in ("lora_rank", "adapter_size"):

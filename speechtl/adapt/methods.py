@@ -37,7 +37,7 @@ def prepare_base(model: SpeechModel, cfg: TrainConfig) -> None:
 def _spec(model: SpeechModel, cfg: TrainConfig) -> LoraSpec | BottleneckSpec:
     if cfg.method == "lora":
         return LoraSpec(rank=cfg.lora_rank, alpha=cfg.lora_alpha, dropout=cfg.lora_dropout,
-                        targets=tuple(cfg.lora_targets))
+                        targets=tuple(cfg.lora_targets), stacks=tuple(cfg.lora_stacks))
     return BottleneckSpec(size=cfg.adapter_size, stacks=tuple(cfg.adapter_stacks))
 
 
