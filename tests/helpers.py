@@ -95,6 +95,17 @@ def toy_corpus(root: Path, n: int = 8, texts: list[str] = SENTENCES) -> Path:
     return write_manifest_rows(root / "manifest.jsonl", rows)
 
 
+def spoken_corpus(root: Path, n: int = 8) -> Path:
+    """:func:`toy_corpus` with each file's audio replaced by :func:`spoken` text, which a CTC model can align
+    to its letters (and Whisper can learn from too)."""
+    from speechtl.data.manifest import read_manifest
+
+    manifest = toy_corpus(root, n=n)
+    for u in read_manifest(manifest):
+        sf.write(u.audio, spoken(u.text), 16000)
+    return manifest
+
+
 def kill_training_after(monkeypatch, batches: int):
     """Make training die (KeyboardInterrupt) while fetching batch ``batches + 1``; returns the undo."""
     from speechtl.adapt import trainer

@@ -4,9 +4,8 @@ import json
 import os
 
 import pytest
-import soundfile as sf
 import torch
-from helpers import kill_training_after, spoken, toy_corpus
+from helpers import kill_training_after, spoken_corpus
 
 import speechtl
 from speechtl.adapt.adapters import AdapterError, AdapterSet
@@ -31,11 +30,7 @@ def cfg(method, **kw):
 
 @pytest.fixture(scope="module")
 def corpus(tmp_path_factory):
-    """A toy corpus whose audio a CTC model can align to its letters (and Whisper can learn from too)."""
-    manifest = toy_corpus(tmp_path_factory.mktemp("adapter_corpus"), n=8)
-    for u in read_manifest(manifest):
-        sf.write(u.audio, spoken(u.text), 16000)
-    return manifest
+    return spoken_corpus(tmp_path_factory.mktemp("adapter_corpus"), n=8)
 
 
 @pytest.fixture

@@ -3,9 +3,8 @@
 import json
 
 import pytest
-import soundfile as sf
 import torch
-from helpers import spoken, toy_corpus
+from helpers import spoken_corpus
 
 import speechtl
 from speechtl.adapt.adapters import AdapterError
@@ -34,10 +33,7 @@ def cfg(method, **kw):
 
 @pytest.fixture(scope="module")
 def corpus(tmp_path_factory):
-    manifest = toy_corpus(tmp_path_factory.mktemp("ct2_corpus"), n=8)
-    for u in read_manifest(manifest):
-        sf.write(u.audio, spoken(u.text), 16000)
-    return manifest
+    return spoken_corpus(tmp_path_factory.mktemp("ct2_corpus"), n=8)
 
 
 @pytest.fixture(scope="module")

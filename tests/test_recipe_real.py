@@ -25,7 +25,8 @@ def run(*args, env_extra=None, timeout=300) -> subprocess.CompletedProcess:
 def test_help_shows_the_recipe_settings_and_bad_options_fail_before_any_work(tmp_path):
     res = run("--help")
     assert res.returncode == 0, res.stderr
-    for setting in ("--model 'openai/whisper-tiny.en'", "--methods 'lora_distill03'", "--exp-root 'exp/whisper_tiny_en'",
+    for setting in ("--model 'openai/whisper-tiny.en'", "--methods 'lora_distill03'",
+                    "--exp-root 'exp/whisper_tiny_en'",
                     "--test-sets 'test_adults test_children'", "--roles 'test_adults=target test_children=target'",
                     "--train-args"):
         assert setting in res.stdout, setting

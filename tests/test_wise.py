@@ -4,7 +4,7 @@ import json
 
 import pytest
 import torch
-from helpers import spoken, toy_corpus
+from helpers import spoken_corpus
 
 import speechtl
 from speechtl.adapt.adapters import AdapterSet
@@ -30,12 +30,7 @@ def cfg(method, **kw):
 
 @pytest.fixture(scope="module")
 def corpus(tmp_path_factory):
-    manifest = toy_corpus(tmp_path_factory.mktemp("wise_corpus"), n=8)
-    import soundfile as sf
-
-    for u in read_manifest(manifest):
-        sf.write(u.audio, spoken(u.text), 16000)
-    return manifest
+    return spoken_corpus(tmp_path_factory.mktemp("wise_corpus"), n=8)
 
 
 def state(model):
