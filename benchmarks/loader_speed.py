@@ -15,8 +15,8 @@ it times, in one process:
     without augmentation and with everything: seconds per step, which is what a user waits.
 Loader and step figures are CPU seconds of this process as well as wall seconds: on a shared machine the
 CPU figures are what others' load does not inflate.
-The dataset is the trainer's ``Batches`` with the augmenter applied to each utterance before
-``model.collate``, the edit proposed for ``speechtl/adapt/trainer.py``. Models: ``tiny-ctc``, the tests'
+The dataset is the trainer's own ``Batches``, which applies the augmenter to each utterance before
+``model.collate`` as training does. Models: ``tiny-ctc``, the tests'
 wav2vec2 (d=32, 2 layers); ``ctc``, the CTC recipe's from-scratch wav2vec2 (d=256, 4 layers);
 ``whisper-tiny.en``, the real one (39 M parameters). Writes ``benchmarks/results/loader_speed.{json,md}``.
 The machine is shared: its load average before and after is recorded beside the figures.
@@ -98,19 +98,10 @@ def configs(noise: Path, rirs: Path) -> dict[str, dict]:
 
 
 def make_dataset(model, utts, batches, augmenter, epoch=0):
+    """The trainer's own Batches: training audio augmented before collate, as in a real run."""
     from speechtl.adapt.trainer import Batches
 
-    class AugmentedBatches(Batches):
-        """The trainer's Batches with the proposed edit: training audio augmented before collate."""
-
-        def __getitem__(self, i):
-            chosen = [self.utts[j] for j in self.batches[i]]
-            audios = [load_utterance(u, self.model.sampling_rate) for u in chosen]
-            if augmenter is not None:
-                audios = [augmenter(a, u.id, epoch) for a, u in zip(audios, chosen, strict=True)]
-            return self.model.collate(audios, [u.text for u in chosen])
-
-    return AugmentedBatches(model, utts, batches)
+    return Batches(model, utts, batches, augmenter, epoch)
 
 
 def load_models(names: list[str], texts: list[str], workdir: Path) -> dict:
