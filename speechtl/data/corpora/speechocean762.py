@@ -91,8 +91,8 @@ def prepare_speechocean762(src: str, out: str | os.PathLike, test_only: bool = F
     """Write train/dev (carved from the official train split) and test manifests, or test only."""
     opts, out = opts or PrepareOptions(), Path(out)
     kaldi = is_kaldi_layout(src)
-    job = Job("speechocean762", out, {"test_only": test_only, "age_groups": age_groups, "layout": "kaldi" * kaldi},
-              source_identity(src), opts)
+    params = {"test_only": test_only, "age_groups": age_groups, "layout": "kaldi" if kaldi else "hub"}
+    job = Job("speechocean762", out, params, source_identity(src), opts)
     if (done := job.done()) is not None:
         return done
     splits = ("test",) if test_only else SPLITS
