@@ -132,7 +132,8 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def cmd_manifest(args: argparse.Namespace) -> int:
-    """validate / from-kaldi / to-kaldi: the data contract, checked and converted (Kaldi's validate_data_dir.sh)."""
+    """validate / from-kaldi / to-kaldi / perturb-speed: the data contract, checked and converted (Kaldi's
+    validate_data_dir.sh, perturb_data_dir_speed_3way.sh)."""
     from speechtl.data.kaldi import read_kaldi_dir, write_kaldi_dir
     from speechtl.data.manifest import ManifestError, parse_manifest, read_manifest, write_manifest
 
@@ -152,6 +153,15 @@ def cmd_manifest(args: argparse.Namespace) -> int:
         write_manifest(args.out, utts)
         read_manifest(args.out, check_audio=not args.no_audio_check)  # what was written must validate
         print(f"{args.out}: {len(utts)} utterances from {args.src}")
+    elif args.action == "perturb-speed":
+        from speechtl.features.augment import speed_copies
+
+        if not args.out:
+            raise UsageError("perturb-speed needs --out MANIFEST.jsonl")
+        utts = speed_copies(read_manifest(args.src, check_audio=not args.no_audio_check), args.factors)
+        write_manifest(args.out, utts)
+        print(f"{args.out}: {len(utts)} utterances, {len({u.speaker for u in utts})} (pseudo-)speakers, "
+              f"speed factors {' '.join(f'{f:g}' for f in args.factors)}")
     else:
         if not args.out:
             raise UsageError("to-kaldi needs --out DATA_DIR")
@@ -295,10 +305,15 @@ def build_parser() -> argparse.ArgumentParser:
 
     from speechtl.data.corpora import CORPORA
 
-    m = sub.add_parser("manifest", help="validate a manifest, or convert it from/to a Kaldi data dir")
-    m.add_argument("action", choices=["validate", "from-kaldi", "to-kaldi"])
-    m.add_argument("src", help="manifest (validate, to-kaldi) or Kaldi data dir (from-kaldi)")
-    m.add_argument("--out", default=None, help="from-kaldi: manifest to write; to-kaldi: data dir to write")
+    m = sub.add_parser("manifest", help="validate a manifest, convert it from/to a Kaldi data dir, or add "
+                       "speed-perturbed copies as pseudo-speakers")
+    m.add_argument("action", choices=["validate", "from-kaldi", "to-kaldi", "perturb-speed"])
+    m.add_argument("src", help="manifest (validate, to-kaldi, perturb-speed) or Kaldi data dir (from-kaldi)")
+    m.add_argument("--out", default=None, help="from-kaldi, perturb-speed: manifest to write; to-kaldi: data dir "
+                   "to write")
+    m.add_argument("--factors", type=float, nargs="+", default=[0.9, 1.0, 1.1],
+                   help="perturb-speed: speed factors, 1.0 keeping the originals (Kaldi's 3-way by default); each "
+                   "other factor f makes pseudo-speakers sp<f>-<speaker>, read f times faster and higher")
     m.add_argument("--accent", default=None, help="from-kaldi: accent of every utterance when there is no utt2accent")
     m.add_argument("--lang", default="en", help="from-kaldi: language when there is no utt2lang")
     m.add_argument("--no-audio-check", action="store_true", help="don't check that audio files exist")

@@ -12,7 +12,13 @@ import yaml
 from helpers import write_manifest_rows
 
 from speechtl.adapt.config import ConfigError
-from speechtl.features.augment import AugmentConfig, Augmenter, add_noise, reverberate, yaml_key_lines
+from speechtl.cli import main
+from speechtl.data.kaldi import write_kaldi_dir
+from speechtl.data.manifest import ManifestError, read_manifest
+from speechtl.data.splits import check_speaker_disjoint, source_speaker, split_by_speaker
+from speechtl.features.audio import load_utterance, speed_perturb
+from speechtl.features.augment import (AugmentConfig, Augmenter, add_noise, reverberate, speed_copies,
+                                       yaml_key_lines)
 
 SR = 16000
 
@@ -225,3 +231,57 @@ def test_bad_speed_factors_and_a_bad_block_type(tmp_path):
         AugmentConfig.from_dict(["speed"], "c.yaml", {"augment": 9})
     with pytest.raises(ConfigError, match=r"^c.yaml: 'augment.speed.factors' must list at least one"):
         AugmentConfig.from_dict({"speed": {"factors": []}}, "c.yaml")
+
+
+@pytest.fixture
+def tone_manifest(tmp_path):
+    """Two speakers, two 1 s tones each; the second line of speaker b is the 0.5 s segment starting at 0.25 s."""
+    rows = []
+    for spk, freq in (("a", 300.0), ("b", 500.0)):
+        for i in range(2):
+            sf.write(str(tmp_path / f"{spk}{i}.wav"), sine(freq), SR)
+            rows.append({"id": f"{spk}{i}", "audio": f"{spk}{i}.wav", "duration": 1.0, "text": "a tone",
+                         "speaker": spk, "accent": "x"})
+    rows[-1].update(offset=0.25, duration=0.5)
+    return write_manifest_rows(tmp_path / "tones.jsonl", rows)
+
+
+def test_speed_copies_are_pseudo_speakers_whose_audio_is_perturbed_when_read(tone_manifest, tmp_path):
+    out = tmp_path / "sp.jsonl"
+    assert main(["manifest", "perturb-speed", str(tone_manifest), "--out", str(out)]) == 0
+    utts = {u.id: u for u in read_manifest(out)}
+    assert len(utts) == 12
+    assert {u.speaker for u in utts.values()} == {"a", "b", "sp0.9-a", "sp0.9-b", "sp1.1-a", "sp1.1-b"}
+    fast, orig = utts["sp1.1-a0"], utts["a0"]
+    assert fast.duration == pytest.approx(1.0 / 1.1, abs=1e-4) and fast.meta["source_id"] == "a0"
+    assert "speed_perturb" not in orig.meta and orig.duration == 1.0
+    audio = load_utterance(fast, SR)
+    assert abs(audio.size - SR / 1.1) <= 1
+    assert peak_frequency(audio) == pytest.approx(300.0 * 1.1, abs=0.5)
+    # a segment keeps its offset and reads 1/f of the source segment's length
+    seg = utts["sp0.9-b1"]
+    assert seg.offset == 0.25 and seg.duration == pytest.approx(0.5 / 0.9, abs=1e-4)
+    assert abs(load_utterance(seg, SR).size - 0.5 * SR / 0.9) <= 2  # durations are written to 0.1 ms
+    read, expected = load_utterance(seg, SR), speed_perturb(load_utterance(utts["b1"], SR), 0.9, SR)
+    n = min(read.size, expected.size)  # the rounded duration may read one sample more of the recording
+    assert abs(read.size - expected.size) <= 1 and np.allclose(read[:n - 8], expected[:n - 8], atol=1e-3)
+
+
+def test_a_speaker_and_its_pseudo_speakers_stay_on_one_side_of_a_split(tone_manifest, tmp_path):
+    utts = speed_copies(read_manifest(tone_manifest), [0.9, 1.0, 1.1])
+    sets = split_by_speaker(utts, {"train": 0.5, "dev": 0.5}, seed=3)
+    sides = {name: {source_speaker(u) for u in members} for name, members in sets.items()}
+    assert sides["train"] and sides["dev"] and not sides["train"] & sides["dev"]
+    wrong = {"train": [u for u in utts if u.speaker == "a"], "dev": [u for u in utts if u.speaker == "sp1.1-a"]}
+    with pytest.raises(ManifestError, match="not speaker-disjoint"):
+        check_speaker_disjoint(wrong, where="sets")
+
+
+def test_speed_copies_refuse_a_copy_of_a_copy_and_a_kaldi_dir(tone_manifest, tmp_path):
+    utts = speed_copies(read_manifest(tone_manifest), [1.1])
+    with pytest.raises(ManifestError, match="already speed-perturbed"):
+        speed_copies(utts, [0.9])
+    with pytest.raises(ManifestError, match="perturb_data_dir_speed_3way"):
+        write_kaldi_dir(utts, tmp_path / "kd")
+    assert main(["manifest", "perturb-speed", str(tone_manifest), "--out", str(tmp_path / "x.jsonl"),
+                 "--factors", "3"]) == 2

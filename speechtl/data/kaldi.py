@@ -142,6 +142,11 @@ def write_kaldi_dir(utts: list[Utterance], data_dir: str | os.PathLike) -> None:
     A recording keeps the id it had in the Kaldi dir it was read from (``recording`` in the manifest),
     else it is named after its file.
     """
+    perturbed = [u.id for u in utts if u.meta.get("speed_perturb", 1.0) != 1.0]
+    if perturbed:
+        raise ManifestError(f"{len(perturbed)} utterance(s) ({perturbed[0]}, ...) are speed-perturbed copies, which a "
+                            "Kaldi wav.scp can't name: write the source manifest and run Kaldi's "
+                            "utils/data/perturb_data_dir_speed_3way.sh on that dir")
     d = Path(data_dir)
     utts = sorted(utts, key=lambda u: u.id)
     use_segments = any(u.offset is not None for u in utts)

@@ -146,6 +146,11 @@ def deal(strata: Mapping[str, list[tuple[str, float]]], fractions: Mapping[str, 
     return out
 
 
+def source_speaker(utt: Utterance) -> str:
+    """The speaker who spoke it: a speed-perturbed copy's pseudo-speaker (``sp0.9-spk``) is still ``spk``."""
+    return str(utt.meta.get("source_speaker", utt.speaker))
+
+
 def split_by_speaker(utts: Iterable[Utterance], fractions: Mapping[str, float] = DEFAULT_FRACTIONS, seed: int = 1,
                      group_of: Callable[[Utterance], str] | None = None) -> dict[str, list[Utterance]]:
     """Split utterances so no speaker (or group) is in two splits, accent by accent, by hours.
@@ -155,7 +160,7 @@ def split_by_speaker(utts: Iterable[Utterance], fractions: Mapping[str, float] =
     accent's split does not change when other accents are added. Accents with fewer groups than splits
     (dealt last) fill whichever splits lag most overall. The result is a pure function of its inputs.
     """
-    group_of = group_of or (lambda u: u.speaker)
+    group_of = group_of or source_speaker
     by_group: dict[str, list[Utterance]] = defaultdict(list)
     for u in utts:
         by_group[group_of(u)].append(u)
@@ -193,8 +198,8 @@ def make_text_disjoint(sets: dict[str, list[Utterance]], key_of: Callable[[Utter
 
 
 def speaker_overlaps(sets: Mapping[str, Iterable[Utterance]]) -> list[str]:
-    """``"a & b: [speakers]"`` for every pair of sets that share a speaker."""
-    speakers = {name: {u.speaker for u in utts} for name, utts in sets.items()}
+    """``"a & b: [speakers]"`` for every pair of sets that share a speaker (a pseudo-speaker counts as its source)."""
+    speakers = {name: {source_speaker(u) for u in utts} for name, utts in sets.items()}
     names = sorted(speakers)
     return [f"{a} & {b}: {sorted(speakers[a] & speakers[b])[:10]}" for i, a in enumerate(names)
             for b in names[i + 1:] if speakers[a] & speakers[b]]

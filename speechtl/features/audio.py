@@ -15,6 +15,10 @@ from speechtl.data.manifest import Utterance
 from speechtl.errors import SpeechtlError
 
 
+#: Manifest field of a speed-perturbed copy (:func:`speechtl.features.augment.speed_copies`): the factor.
+SPEED_PERTURB = "speed_perturb"
+
+
 class AudioError(SpeechtlError):
     """Audio that can't be used; the message names the file (and the manifest line when known)."""
 
@@ -51,8 +55,19 @@ def load_utterance(utt: Utterance, sampling_rate: int) -> np.ndarray:
 
     A segment is read as offset and duration together, whatever the offset: a segment starting at 0 s
     is still only ``duration`` seconds of its recording. Errors name the manifest line the utterance
-    came from.
+    came from. A speed-perturbed copy (``speed_perturb: f`` in the manifest, its ``duration`` already
+    ``1/f`` of the source segment's) is read and perturbed here, so every reader hears the same audio.
     """
+    factor = float(utt.meta.get(SPEED_PERTURB, 1.0))
     if utt.offset is None:
-        return load_audio(utt.audio, sampling_rate, where=utt.source)
-    return load_audio(utt.audio, sampling_rate, utt.offset, utt.duration, where=utt.source)
+        audio = load_audio(utt.audio, sampling_rate, where=utt.source)
+    else:
+        audio = load_audio(utt.audio, sampling_rate, utt.offset, utt.duration * factor, where=utt.source)
+    return speed_perturb(audio, factor, sampling_rate)
+
+
+def speed_perturb(audio: np.ndarray, factor: float, sampling_rate: int) -> np.ndarray:
+    """``sox speed factor``: ``factor`` times faster and higher (the samples of a ``factor * rate`` recording)."""
+    if factor == 1.0:
+        return audio
+    return soxr.resample(audio, sampling_rate * factor, sampling_rate, quality="HQ").astype(np.float32, copy=False)

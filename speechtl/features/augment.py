@@ -50,15 +50,15 @@ import hashlib
 import math
 import os
 from collections import OrderedDict
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import soxr
 
-from speechtl.data.manifest import Utterance, read_manifest
-from speechtl.features.audio import load_audio, load_utterance
+from speechtl.data.manifest import ManifestError, Utterance, read_manifest
+from speechtl.errors import UsageError
+from speechtl.features.audio import SPEED_PERTURB, load_audio, load_utterance, speed_perturb
 
 #: Speed factors a block may ask for; sox would take more, but beyond these speech stops being speech.
 SPEED_RANGE = (0.5, 2.0)
@@ -236,15 +236,37 @@ def yaml_key_lines(node: Any, prefix: str = "") -> dict[str, int]:
     return out
 
 
+def speed_copies(utts: list[Utterance], factors: list[float]) -> list[Utterance]:
+    """Kaldi's ``perturb_data_dir_speed_3way.sh`` as a manifest: one copy of each utterance per factor.
+
+    A copy at factor ``f`` (other than 1) is a new utterance ``sp{f}-{id}`` of a new pseudo-speaker
+    ``sp{f}-{speaker}``, ``1/f`` as long; it records ``speed_perturb: f`` (applied by
+    :func:`~speechtl.features.audio.load_utterance` when the audio is read, so nothing is written next
+    to the corpus) and ``source_speaker``, which keeps a speaker and its pseudo-speakers on one side of
+    any speaker-level split (:func:`speechtl.data.splits.split_by_speaker`). Use it where a speaker
+    count matters (a split, per-speaker statistics); for training alone, the ``augment: speed`` block
+    perturbs on the fly without tripling the manifest.
+    """
+    out: list[Utterance] = []
+    for f in factors:
+        if not SPEED_RANGE[0] <= f <= SPEED_RANGE[1]:
+            raise UsageError(f"speed factor {f} outside [{SPEED_RANGE[0]}, {SPEED_RANGE[1]}]")
+    for u in utts:
+        if u.meta.get(SPEED_PERTURB, 1.0) != 1.0:
+            raise ManifestError(f"{u.source or u.id}: utterance {u.id} is already speed-perturbed")
+        for f in factors:
+            if f == 1.0:
+                out.append(u)
+                continue
+            tag = f"sp{f:g}-"
+            meta = {**u.meta, SPEED_PERTURB: f, "source_speaker": u.meta.get("source_speaker", u.speaker),
+                    "source_id": u.id}
+            out.append(replace(u, id=tag + u.id, speaker=tag + u.speaker, duration=u.duration / f, meta=meta))
+    return out
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # The operations: pure functions of their inputs, usable on their own.
-
-def speed_perturb(audio: np.ndarray, factor: float, sampling_rate: int) -> np.ndarray:
-    """``sox speed factor``: ``factor`` times faster and higher (the samples of a ``factor * rate`` recording)."""
-    if factor == 1.0:
-        return audio
-    return soxr.resample(audio, sampling_rate * factor, sampling_rate, quality="HQ").astype(np.float32, copy=False)
-
 
 def add_noise(audio: np.ndarray, noise: np.ndarray, snr_db: float) -> np.ndarray:
     """``audio`` plus ``noise`` (as long as ``audio``) scaled so that mean-square speech / noise is ``snr_db``.
