@@ -53,11 +53,11 @@ def dev_evaluator(utts, batch_size: int, max_utts: int = 0, desc: str = "dev"):
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    from speechtl.adapt.adapters import load as load_model  # any model source, adapted experiments included
     from speechtl.adapt.config import load_config
     from speechtl.adapt.trainer import train
     from speechtl.data.manifest import read_manifest
     from speechtl.io import setup_logging
-    from speechtl.models import load_model
 
     out = Path(args.out)
     cfg = load_config(args.config, args.set)
@@ -271,7 +271,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     t = sub.add_parser("train", help="adapt a model on a training manifest; resumes a killed run in --out, skips a "
                        "finished one, and refuses one made with other inputs")
-    t.add_argument("--model", required=True, help="hub id, checkpoint dir, experiment dir, or CTranslate2 dir")
+    t.add_argument("--model", required=True, help="hub id, checkpoint dir, experiment dir (an adapted one is adapted "
+                   "further: a second accent on a first), adapter dir, or CTranslate2 dir")
     t.add_argument("--train", required=True, help="training manifest")
     t.add_argument("--dev", default=None, help="dev manifest: WER every eval_every steps, best model kept")
     t.add_argument("--out", required=True, help="experiment dir")

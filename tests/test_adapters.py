@@ -274,3 +274,56 @@ def test_lora_stacks_limit_lora_to_the_encoder_and_load_in_plain_peft(tiny_whisp
         cfg("adapters", lora_stacks=["encoder"]).validate()
     with pytest.raises(AdapterError, match="LoRA stacks"):
         AdapterSet.of(load_model(str(tiny_whisper))).add("x", speechtl.adapt.adapters.LoraSpec(stacks=("middle",)))
+
+
+def test_a_second_accent_adapts_an_adapted_experiment(tiny_whisper, corpus, tmp_path):
+    """`train --model FIRST_EXP`: LoRA on LoRA stacks (loadable alone and in plain PEFT), full takes it whole."""
+    from peft import PeftModel
+    from transformers import WhisperForConditionalGeneration
+
+    first, second, whole = tmp_path / "first", tmp_path / "second", tmp_path / "whole"
+    train(load_model(str(tiny_whisper)), read_manifest(corpus), first / "train", cfg("lora", max_steps=4))
+    conf = tmp_path / "lora.yaml"
+    conf.write_text("method: lora\nlearning_rate: 1.0e-2\nwarmup_steps: 0\nmax_steps: 4\nbatch_size: 4\n"
+                    "eval_every: 0\nlora_rank: 4\nlora_alpha: 8\nlora_dropout: 0.0\nlr_scheduler: constant\n")
+    assert main(["train", "--model", str(first), "--train", str(corpus), "--config", str(conf),
+                 "--out", str(second / "train")]) == 0
+    adapter = second / "train" / "model"
+    card = json.loads((adapter / "speechtl_card.json").read_text())
+    assert [e["dir"] for e in card["stacked_on"]] == ["stacked_on/0"]
+    assert card["base_sha256"] == json.loads((first / "train" / "model" / "speechtl_card.json").read_text())[
+        "base_sha256"]  # tied to the base weights, and to what is folded into them
+
+    ours = speechtl.load_model(str(second))
+    batch = batch_of(ours, corpus, n=8)
+    by_hand = speechtl.load_model(str(first))
+    by_hand.adapters.merge()
+    by_hand.adapters.load("second", adapter, check_base=False)
+    torch.testing.assert_close(logits(ours, batch), logits(by_hand, batch))
+    assert not torch.allclose(logits(ours, batch), logits(speechtl.load_model(str(first)), batch))
+    plain = PeftModel.from_pretrained(WhisperForConditionalGeneration.from_pretrained(tiny_whisper),
+                                      str(adapter / "stacked_on" / "0")).merge_and_unload()
+    plain = PeftModel.from_pretrained(plain, str(adapter)).eval()
+    torch.testing.assert_close(logits(ours, batch), plain(input_features=batch["input_features"],
+                                                        decoder_input_ids=batch["decoder_input_ids"]).logits)
+    # the stacked adapter on the bare base is refused: it is only right on base + first
+    with pytest.raises(AdapterError, match="folded into the base weights"):
+        speechtl.load_model(str(tiny_whisper), adapters={"x": adapter})
+    # full fine-tuning of the adapted model saves it whole; its start is the first experiment's model
+    assert main(["train", "--model", str(first), "--train", str(corpus), "--config", str(conf), "--set",
+                 "method=full", "--set", "max_steps=1", "--out", str(whole / "train")]) == 0
+    assert (whole / "train" / "model" / "model.safetensors").is_file()
+    # an exported stacked adapter carries what it stands on
+    (second / "results.json").write_text(json.dumps({"test_sets": {}}))
+    export_adapter(second, tmp_path / "exported")
+    torch.testing.assert_close(logits(speechtl.load_model(str(tmp_path / "exported")), batch), logits(ours, batch))
+
+
+def test_a_model_carrying_a_bottleneck_adapter_is_not_adapted_further(tiny_whisper):
+    from speechtl.adapt.adapters import BottleneckSpec
+    from speechtl.adapt.methods import prepare_base
+
+    model = load_model(str(tiny_whisper))
+    AdapterSet.of(model).add("first", BottleneckSpec(size=4))
+    with pytest.raises(ConfigError, match="bottleneck adapter 'first'.*can't be folded"):
+        prepare_base(model, cfg("lora"))

@@ -17,8 +17,7 @@ from speechtl.data.kaldi import write_kaldi_dir
 from speechtl.data.manifest import ManifestError, read_manifest
 from speechtl.data.splits import check_speaker_disjoint, source_speaker, split_by_speaker
 from speechtl.features.audio import load_utterance, speed_perturb
-from speechtl.features.augment import (AugmentConfig, Augmenter, add_noise, reverberate, speed_copies,
-                                       yaml_key_lines)
+from speechtl.features.augment import AugmentConfig, Augmenter, add_noise, reverberate, speed_copies, yaml_key_lines
 
 SR = 16000
 

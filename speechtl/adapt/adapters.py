@@ -12,7 +12,16 @@ An adapter on disk (an *adapter dir*) is PEFT's layout::
     speechtl_card.json          base model id and the SHA-256 of its weights, family, method, data, WER
 
 so ``peft.PeftModel.from_pretrained(base_module, ADAPTER_DIR)`` loads a LoRA adapter without
-speechtl. Loading here checks the card's base hash against the base in hand and refuses a
+speechtl.
+
+An adapter trained on top of an adapted model (a second accent on a first: ``speechtl train --model
+FIRST_EXP``) is *stacked*: the first LoRA adapter was folded into the weights before training, so the
+new adapter is only right on base + first. Its dir carries copies of what was folded in, in order
+(``stacked_on/0``, …), and its card lists them with their weights' SHA-256; loading it folds them in
+again first. In plain PEFT: ``PeftModel.from_pretrained(base, "A/stacked_on/0").merge_and_unload()``,
+then ``PeftModel.from_pretrained(that, "A")``.
+
+Loading here checks the card's base hash against the base in hand and refuses a
 mismatch: an adapter on the wrong base gives plausible-looking nonsense rather than an error.
 
 Example (in a product)::
@@ -26,9 +35,11 @@ Example (in a product)::
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
+import shutil
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -46,6 +57,8 @@ from speechtl.models.base import SpeechModel, weights_sha256
 LOG = logging.getLogger("speechtl.adapt.adapters")
 
 CONFIG, WEIGHTS, CARD = "adapter_config.json", "adapter_model.safetensors", "speechtl_card.json"
+#: Sub-dir of an adapter dir holding the adapters folded into the weights it was trained on, in order.
+STACKED = "stacked_on"
 #: ``peft_type`` of a bottleneck adapter's config (PEFT has no such tuner: only speechtl loads these).
 BOTTLENECK_TYPE = "SPEECHTL_BOTTLENECK"
 #: PEFT's key prefix for a model's own parameter names in adapter files.
@@ -105,6 +118,9 @@ class AdapterSet:
         self.active: str | None = None
         self.peft = None  # the PeftModel around model.module, once a LoRA adapter exists
         self._blocks: dict[str, list[str]] = {}  # bottleneck name -> paths of the blocks it follows
+        self.paths: dict[str, Path] = {}  # adapters loaded from disk -> their dirs
+        #: LoRA adapters folded into the weights, in order: ``{"dir": Path | None, "weights_sha256": str}``.
+        self.merged: list[dict[str, Any]] = []
 
     @classmethod
     def of(cls, model: SpeechModel) -> AdapterSet:
@@ -227,7 +243,9 @@ class AdapterSet:
         dropped = [n for n, k in self.kinds.items() if k == "lora" and n != name]
         self.kinds = {n: k for n, k in self.kinds.items() if k != "lora"}
         self.peft, self.active = None, None
-        self.base_sha256 = None  # the weights are no longer the base the others were trained on
+        # the weights are now base + this adapter: what adapters loaded or trained from here on are tied to
+        path = self.paths.get(name)
+        self.merged.append({"dir": path, "weights_sha256": file_sha256(path / WEIGHTS) if path else None})
         LOG.info("merged adapter '%s' into the weights%s", name,
                  f"; dropped LoRA adapter(s) {', '.join(dropped)}" if dropped else "")
 
@@ -304,9 +322,26 @@ class AdapterSet:
             write_json(out / CONFIG, {"peft_type": BOTTLENECK_TYPE, "bottleneck_size": _bottleneck_size(self, name),
                                       "hidden_size": self.model.hidden_size, "blocks": self._blocks[name],
                                       "base_model_name_or_path": self.model.name_or_path, "inference_mode": True})
+        stacked = self._copy_merged(out)
         write_json(out / CARD, {"format": "speechtl-adapter", "kind": self.kinds[name],
                                 "family": self.model.family, "base_model": self.model.name_or_path,
-                                "base_sha256": self.base_sha256, "speechtl_version": __version__, **card})
+                                "base_sha256": self.base_sha256, **({"stacked_on": stacked} if stacked else {}),
+                                "speechtl_version": __version__, **card})
+
+    def _copy_merged(self, out: Path) -> list[dict[str, str]]:
+        """Copy the adapters folded into the weights into ``out/stacked_on/<i>``; their card entries."""
+        entries = []
+        for i, m in enumerate(self.merged):
+            if m["dir"] is None:
+                raise AdapterError("an adapter that was never saved is folded into these weights, so an adapter "
+                                   "trained on them could not be loaded again; save it and load it from its dir")
+            sub = out / STACKED / str(i)
+            sub.mkdir(parents=True, exist_ok=True)
+            for f in (CONFIG, WEIGHTS, CARD):
+                if (m["dir"] / f).is_file():
+                    shutil.copy2(m["dir"] / f, sub / f)
+            entries.append({"dir": f"{STACKED}/{i}", "weights_sha256": m["weights_sha256"]})
+        return entries
 
     def load(self, name: str, path: str | os.PathLike, check_base: bool = True) -> None:
         """Add the adapter in dir ``path`` as ``name``; refuses one trained on other base weights."""
@@ -318,6 +353,7 @@ class AdapterSet:
             raise AdapterError(f"{path}: no {WEIGHTS}; speechtl reads adapters as safetensors only (a pickled "
                                "adapter_model.bin can run code when loaded)")
         self._check_base(path, check_base)
+        self.paths[name] = path
         config = json.loads((path / CONFIG).read_text(encoding="utf-8"))
         kind = config.get("peft_type")
         if kind == "LORA":
@@ -338,11 +374,19 @@ class AdapterSet:
             return
         card = read_card(path)
         expected = card.get("base_sha256")
+        chain = [e.get("weights_sha256") for e in card.get("stacked_on", [])]
+        folded = [m["weights_sha256"] for m in self.merged]
+        msg = ""
         if expected and expected != self.base_sha256:
             msg = (f"{path}: this adapter was trained on {card.get('base_model')!r} with weights SHA-256 "
                    f"{expected[:16]}…, but the base model given ({self.model.source}) has "
                    f"{str(self.base_sha256)[:16]}…. "
                    "Load the base it names; pass check_base=False only if you know the weights are equivalent.")
+        elif chain != folded:
+            msg = (f"{path}: this adapter was trained with {len(chain)} adapter(s) folded into the base weights "
+                   f"(its {STACKED}/), but this model has {len(folded)}{' other ones' if chain and folded else ''}; "
+                   "load the adapter dir itself as the model source, which folds in what it needs")
+        if msg:
             if check:
                 raise AdapterError(msg)
             LOG.warning("%s (check_base=False: loading anyway)", msg)
@@ -408,6 +452,7 @@ def load(source: str | os.PathLike, adapters: Mapping[str, str | os.PathLike] | 
     model = load_model(source, **kwargs)
     if own:  # the settings it was trained with (audio context…): the adapter is only right with them
         model.configure(**card.get("model_settings", {}))
+        fold_stacked(model, path, card, check_base)
     wanted = {**own, **{k: resolve_adapter_dir(v) for k, v in (adapters or {}).items()}}
     if wanted:
         aset = AdapterSet.of(model)
@@ -425,3 +470,26 @@ def write_card(path: Path, updates: Mapping[str, Any]) -> dict[str, Any]:
     with atomic_write(path / CARD) as f:
         f.write(json.dumps(card, indent=2, ensure_ascii=False) + "\n")
     return card
+
+
+def fold_stacked(model: SpeechModel, path: Path, card: Mapping[str, Any], check_base: bool = True) -> None:
+    """Fold into ``model`` the adapters that the adapter in ``path`` was trained on top of (its ``stacked_on``)."""
+    entries = card.get("stacked_on", [])
+    if not entries:
+        return
+    aset = AdapterSet.of(model)
+    for i, entry in enumerate(entries):
+        sub = path / entry["dir"]
+        if file_sha256(sub / WEIGHTS) != entry["weights_sha256"]:
+            raise AdapterError(f"{sub / WEIGHTS}: not the adapter that {path / CARD} was trained on top of "
+                               "(its SHA-256 differs)")
+        aset.load(f"_stacked{i}", sub, check_base=check_base)
+        aset.merge(f"_stacked{i}")
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()

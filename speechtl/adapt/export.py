@@ -24,6 +24,7 @@ from speechtl.adapt.adapters import (
     BOTTLENECK_TYPE,
     CARD,
     CONFIG,
+    STACKED,
     WEIGHTS,
     AdapterError,
     is_adapter_dir,
@@ -91,6 +92,8 @@ def export_adapter(exp: str | Path, out: str | Path, accent: str | None = None, 
     with atomic_dir(out) as tmp:
         for f in (CONFIG, WEIGHTS, CARD):
             shutil.copy2(model_dir / f, tmp / f)
+        if (model_dir / STACKED).is_dir():  # the adapters it was trained on top of
+            shutil.copytree(model_dir / STACKED, tmp / STACKED)
         card = write_card(tmp, updates)
     LOG.info("exported %s adapter '%s' to %s", card.get("kind"), card.get("name"), out)
     return card

@@ -29,7 +29,21 @@ TRAINED = "default"
 
 
 def prepare_base(model: SpeechModel, cfg: TrainConfig) -> None:
-    """Before the model changes at all: an adapter method hashes the base weights it will be tied to."""
+    """Before the model changes at all: an adapter method hashes the base weights it will be tied to.
+
+    A model that comes with an active LoRA adapter (``--model`` an adapted experiment: a second accent on
+    top of a first) has it folded into its weights first, so every method adapts the adapted model: full
+    and freeze save the result whole, a new adapter records what it was stacked on
+    (:mod:`speechtl.adapt.adapters`). A bottleneck adapter can't be folded in and is refused.
+    """
+    aset = model.adapters if isinstance(model.adapters, AdapterSet) else None
+    if aset is not None and aset.active is not None:
+        if aset.kinds[aset.active] != "lora":
+            raise ConfigError(f"the model given ({model.source}) carries bottleneck adapter '{aset.active}', which "
+                              "can't be folded into the weights to adapt further; continue from a LoRA, full or "
+                              "freeze experiment, or from the base model")
+        LOG.info("the model carries adapter '%s': folded into the weights, this run adapts the result", aset.active)
+        aset.merge()
     if cfg.method in ADAPTER_METHODS:
         AdapterSet.of(model)
 

@@ -14,7 +14,6 @@ import soxr
 from speechtl.data.manifest import Utterance
 from speechtl.errors import SpeechtlError
 
-
 #: Manifest field of a speed-perturbed copy (:func:`speechtl.features.augment.speed_copies`): the factor.
 SPEED_PERTURB = "speed_perturb"
 
