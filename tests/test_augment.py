@@ -284,3 +284,19 @@ def test_speed_copies_refuse_a_copy_of_a_copy_and_a_kaldi_dir(tone_manifest, tmp
         write_kaldi_dir(utts, tmp_path / "kd")
     assert main(["manifest", "perturb-speed", str(tone_manifest), "--out", str(tmp_path / "x.jsonl"),
                  "--factors", "3"]) == 2
+
+
+def test_the_report_names_the_augmentation_and_forgetting_controls_a_run_used():
+    from speechtl.report.results import train_lines
+
+    summary = {"method": "lora", "trainable_parameters": 10, "total_parameters": 100, "train_utterances": 8,
+               "train_hours": 0.1, "train_speakers": 2, "steps": 4, "utterances_per_step": 4, "best_dev_wer": 0.5,
+               "best_step": 4, "distill_weight": 0.3, "distill_temperature": 2.0, "replay_per_batch": 2,
+               "replay_manifest": "general.jsonl", "replay_utterances": 50,
+               "augment": AugmentConfig.from_dict({"speed": {}}).to_dict()}
+    text = "\n".join(train_lines(summary))
+    assert "- distillation to the base model: weight 0.3, temperature 2" in text
+    assert "- replay: 2 utterance(s) of each batch from `general.jsonl` (50 utterances)" in text
+    assert "- augmentation of the training audio: speed (prob 1.0, factors [0.9, 1.0, 1.1])" in text
+    plain = "\n".join(train_lines({**summary, "distill_weight": 0.0, "replay_per_batch": 0, "augment": {}}))
+    assert "distillation" not in plain and "replay" not in plain and "augmentation" not in plain

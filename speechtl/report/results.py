@@ -397,6 +397,21 @@ def _wise_lines(train: dict) -> list[str]:
             f"(the adapted model alone: {pct(train.get('best_dev_wer'))}%)"]
 
 
+def _control_lines(train: dict) -> list[str]:
+    """What the run did besides the method: distillation, replay, augmentation (off ones are left out)."""
+    lines = []
+    if train.get("distill_weight"):
+        lines.append(f"- distillation to the base model: weight {train['distill_weight']:g}, temperature "
+                     f"{train.get('distill_temperature', 1):g}")
+    if train.get("replay_per_batch"):
+        lines.append(f"- replay: {train['replay_per_batch']} utterance(s) of each batch from "
+                     f"`{train.get('replay_manifest')}` ({train.get('replay_utterances')} utterances)")
+    for name, block in (train.get("augment") or {}).items():
+        settings = ", ".join(f"{k} {v}" for k, v in block.items())
+        lines.append(f"- augmentation of the training audio: {name} ({settings})")
+    return lines
+
+
 def train_lines(train: dict) -> list[str]:
     t, n = train.get("trainable_parameters"), train.get("total_parameters")
     params = f"{t:,} of {n:,} ({100 * t / n:.1f}%)" if t is not None and n else DASH
@@ -411,6 +426,7 @@ def train_lines(train: dict) -> list[str]:
             f"- steps: {train.get('steps')} of {train.get('utterances_per_step')} utterances; best dev WER "
             f"{pct(best)}% at step {train.get('best_step')}{_general(train.get('best_general_dev_wer'))}",
             *_selection_lines(train),
+            *_control_lines(train),
             *([f"- training took {train['seconds'] / 60:.1f} min; peak memory {_gib(train.get('peak_memory_bytes'))} "
                "(GPU: most allocated by torch; CPU: the process's peak resident size)"]
               if train.get("seconds") else []),
