@@ -16,8 +16,10 @@ SENTENCES = ["the cat sat on the mat", "a dog ran in the park", "we like green t
              "birds sing in the morning"]
 
 
-def build_tiny_whisper(out_dir: Path, texts: list[str] = SENTENCES, vocab_size: int = 300, d_model: int = 32) -> Path:
-    """A randomly initialised Whisper (1+1 layers, d=32) with a byte-level BPE trained on ``texts``."""
+def build_tiny_whisper(out_dir: Path, texts: list[str] = SENTENCES, vocab_size: int = 300, d_model: int = 32,
+                       languages: tuple[str, ...] = ()) -> Path:
+    """A randomly initialised Whisper (1+1 layers, d=32) with a byte-level BPE trained on ``texts``;
+    multilingual, with a token for each of ``languages`` after ``<|en|>``, when any are given."""
     import torch
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import WhisperFeatureExtractor, WhisperForConditionalGeneration
@@ -31,7 +33,8 @@ def build_tiny_whisper(out_dir: Path, texts: list[str] = SENTENCES, vocab_size: 
     trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=["<|endoftext|>"],
                                   initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
     bpe.train_from_iterator([" " + t for t in texts], trainer)
-    bpe.add_special_tokens(WHISPER_SPECIALS[1:])
+    specials = WHISPER_SPECIALS[1:3] + [f"<|{code}|>" for code in languages] + WHISPER_SPECIALS[3:]
+    bpe.add_special_tokens(specials)
     bpe.save(str(out_dir / "bpe.json"))
     tok = whisper_tokenizer(out_dir / "bpe.json")
     config = whisper_config(tok, vocab_size=len(tok), d_model=d_model, encoder_layers=1, decoder_layers=1,
@@ -40,7 +43,8 @@ def build_tiny_whisper(out_dir: Path, texts: list[str] = SENTENCES, vocab_size: 
                             max_target_positions=64)
     torch.manual_seed(0)
     model = WhisperForConditionalGeneration(config)
-    configure_generation(model, tok)
+    codes = ("en", *languages) if languages else ()
+    configure_generation(model, tok, lang_ids=[tok.convert_tokens_to_ids(f"<|{c}|>") for c in codes])
     model.save_pretrained(out_dir)
     tok.save_pretrained(out_dir)
     WhisperFeatureExtractor(feature_size=80).save_pretrained(out_dir)

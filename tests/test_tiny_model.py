@@ -1,4 +1,5 @@
 import numpy as np
+import pytest
 import torch
 
 from speechtl.models import load_model
@@ -47,3 +48,35 @@ def test_beam_search_batched_equals_one_by_one(tiny_whisper):
     together = model.transcribe(batch, num_beams=3)
     alone = [model.transcribe(model.collate([a]), num_beams=3)[0] for a in audios]
     assert together == alone and len(together) == 3
+
+
+def test_multilingual_whisper_is_told_each_utterances_language(tmp_path):
+    """Training labels and decoding prompts carry the manifest's ``lang`` per utterance, not one for all."""
+    from helpers import build_tiny_whisper, spoken
+
+    from speechtl.data.manifest import ManifestError
+
+    model = load_model(str(build_tiny_whisper(tmp_path / "m", languages=("fr", "de"))))
+    assert model.multilingual
+    lang = {c: model.tokenizer.convert_tokens_to_ids(f"<|{c}|>") for c in ("en", "fr", "de")}
+    audios = [spoken("the cat sat"), spoken("a dog ran")]
+    batch = model.collate(audios, ["the cat sat", "a dog ran"], langs=["fr", "en-NG"])
+    assert batch["decoder_input_ids"][:, 1].tolist() == [lang["fr"], lang["en"]]
+    assert model.collate(audios, ["x", "y"])["decoder_input_ids"][:, 1].tolist() == [lang["en"]] * 2
+    asked = []
+    generate = model.module.generate
+
+    def spy(*args, **kwargs):
+        asked.append(kwargs.get("language"))
+        return generate(*args, **kwargs)
+
+    model.module.generate = spy
+    mixed = model.transcribe(model.collate(audios, langs=["de", "fr"]), max_new_tokens=5)
+    assert asked == [["de", "fr"]]
+    one_by_one = []
+    for audio, code in zip(audios, ["de", "fr"], strict=True):
+        model.language = code
+        one_by_one += model.transcribe(model.collate([audio]), max_new_tokens=5)
+    assert mixed == one_by_one
+    with pytest.raises(ManifestError, match="language 'xx' is not one of this Whisper model's 3 languages"):
+        model.collate(audios, langs=["en", "xx"])

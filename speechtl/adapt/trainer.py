@@ -137,7 +137,7 @@ class Batches(torch.utils.data.Dataset):
             utts += replayed
             audios += [load_utterance(u, self.model.sampling_rate) for u in replayed]
         try:
-            return self.model.collate(audios, [u.text for u in utts])
+            return self.model.collate(audios, [u.text for u in utts], [u.lang for u in utts])
         except ManifestError as e:  # the model knows what it can't take, the batch which utterances it holds
             bad = [u for u, a in zip(utts, audios, strict=True) if not _collates(self.model, a, u.text)]
             named = ", ".join(f"{u.id} ({u.source})" if u.source else u.id for u in bad)
@@ -147,7 +147,7 @@ class Batches(torch.utils.data.Dataset):
 
 def _collates(model: SpeechModel, audio: np.ndarray, text: str) -> bool:
     try:
-        model.collate([audio], [text])
+        model.collate([audio], [text])  # the language doesn't change whether a transcript fits
     except ManifestError:
         return False
     return True

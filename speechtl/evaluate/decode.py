@@ -112,7 +112,8 @@ def transcribe_utterances(model: SpeechModel, utts: Sequence[Utterance], opts: D
             for idx in sorted_batches([u.duration for u in todo], opts.batch_size):
                 batch_utts = [todo[i] for i in idx]
                 audios = [load_utterance(u, model.sampling_rate) for u in batch_utts]
-                hyps = model.transcribe(model.collate(audios), num_beams=opts.num_beams)
+                batch = model.collate(audios, langs=[u.lang for u in batch_utts])
+                hyps = model.transcribe(batch, num_beams=opts.num_beams)
                 for u, h in zip(batch_utts, hyps, strict=True):
                     done[u.id] = h
                     if sink:

@@ -100,8 +100,13 @@ class SpeechModel(abc.ABC):
     adapters: AdapterControl | None = None
 
     @abc.abstractmethod
-    def collate(self, audios: Sequence[np.ndarray], texts: Sequence[str] | None = None) -> dict[str, torch.Tensor]:
-        """Model inputs (and labels when ``texts`` is given) for a batch of 1-D float waveforms."""
+    def collate(self, audios: Sequence[np.ndarray], texts: Sequence[str] | None = None,
+                langs: Sequence[str] | None = None) -> dict[str, torch.Tensor]:
+        """Model inputs (and labels when ``texts`` is given) for a batch of 1-D float waveforms.
+
+        ``langs``: each utterance's language (the manifest's ``lang``), for a model that is told the
+        language (multilingual Whisper); a model with one vocabulary for all ignores it.
+        """
 
     @abc.abstractmethod
     def logits(self, batch: dict[str, torch.Tensor],

@@ -412,8 +412,9 @@ class CT2Whisper:
         """The runtime on ``model``'s weights, converted once (cached by their hash); ``model`` itself is untouched."""
         return cls(cached_export(_whisper(model, "CTranslate2 decoding")), model, device, compute_type, threads)
 
-    def collate(self, audios: Sequence[np.ndarray], texts: Sequence[str] | None = None) -> dict[str, Any]:
-        return self.front.collate(audios)
+    def collate(self, audios: Sequence[np.ndarray], texts: Sequence[str] | None = None,
+                langs: Sequence[str] | None = None) -> dict[str, Any]:
+        return self.front.collate(audios, langs=langs)
 
     def generate_ids(self, batch: Mapping[str, Any], num_beams: int = 1, max_new_tokens: int | None = None,
                      **options: Any) -> list[list[int]]:
@@ -422,12 +423,13 @@ class CT2Whisper:
 
         feats = batch["input_features"]
         feats = np.ascontiguousarray(feats.float().numpy() if hasattr(feats, "numpy") else feats, dtype=np.float32)
-        prompt = self.front.prefix_ids()
+        prompts = self.front.prompts(batch)
+        prompt = prompts[0]
         if max_new_tokens is None:  # transformers stops at max_length tokens, the prompt included
             max_new_tokens = self.front.module.generation_config.max_length - len(prompt)
         # CTranslate2's Whisper generates at most max_length // 2 tokens (openai-whisper's sample_len is half
         # the text context), so twice the budget asks for exactly max_new_tokens.
-        results = self.runtime.generate(ctranslate2.StorageView.from_array(feats), [prompt] * len(feats),
+        results = self.runtime.generate(ctranslate2.StorageView.from_array(feats), prompts,
                                         beam_size=num_beams, max_length=2 * max_new_tokens, **options)
         return [r.sequences_ids[0] for r in results]
 

@@ -255,7 +255,8 @@ class CTCASR(SpeechModel):
         self._beam_decoders.clear()
 
     # -- inputs ---------------------------------------------------------------------------------
-    def collate(self, audios: Sequence[np.ndarray], texts: Sequence[str] | None = None) -> dict[str, torch.Tensor]:
+    def collate(self, audios: Sequence[np.ndarray], texts: Sequence[str] | None = None,
+                langs: Sequence[str] | None = None) -> dict[str, torch.Tensor]:
         """``input_values`` (normalised, zero-padded), ``input_lengths`` in samples, ``attention_mask`` when
         the checkpoint was trained with one (wav2vec2-base was not: it must see zero padding), ``labels``."""
         fe = self.feature_extractor

@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import math
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -186,32 +186,58 @@ class WhisperASR(SpeechModel):
         return cls(module, fe, tok, source=source or str(path))
 
     # -- inputs ---------------------------------------------------------------------------------
-    def prefix_ids(self) -> list[int]:
+    def prefix_ids(self, language: str | None = None) -> list[int]:
         """``<|startoftranscript|>`` [language, task] ``<|notimestamps|>``, as decoding forces them."""
         gen = self.module.generation_config
         ids = [gen.decoder_start_token_id]
         if self.multilingual:
-            ids.append(gen.lang_to_id[f"<|{self.language}|>"])
+            ids.append(self.language_id(language or self.language))
             ids.append(gen.task_to_id[self.task])
         ids.append(gen.no_timestamps_token_id)
         return ids
 
-    def collate(self, audios: Sequence[np.ndarray], texts: Sequence[str] | None = None) -> dict[str, torch.Tensor]:
+    def language_id(self, lang: str) -> int:
+        """The token of language ``lang`` (a manifest's ``lang``: ``en``, ``en-NG`` and ``EN`` are all English)."""
+        table = self.module.generation_config.lang_to_id
+        code = lang.replace("_", "-").split("-")[0].lower()
+        if f"<|{code}|>" not in table:
+            raise ManifestError(f"language {lang!r} is not one of this Whisper model's {len(table)} languages "
+                                f"({', '.join(sorted(t[2:-2] for t in table)[:12])}, …)")
+        return table[f"<|{code}|>"]
+
+    def prompts(self, batch: Mapping[str, Any]) -> list[list[int]]:
+        """Each utterance's forced prefix: its own language when :meth:`collate` was given ``langs``."""
+        n = len(batch["input_features"])
+        if "language_ids" not in batch:
+            return [self.prefix_ids()] * n
+        base = self.prefix_ids()
+        return [[base[0], int(lang), *base[2:]] for lang in batch["language_ids"]]
+
+    def collate(self, audios: Sequence[np.ndarray], texts: Sequence[str] | None = None,
+                langs: Sequence[str] | None = None) -> dict[str, torch.Tensor]:
+        """Log-mel features (padded as :attr:`audio_context` says), and labels for ``texts``.
+
+        A multilingual model is told each utterance's language (``langs``: the manifest's ``lang``) in
+        its prefix, in training and decoding alike; without ``langs`` it gets :attr:`language`. An
+        English-only model has no language token and ignores ``langs``.
+        """
         frames = self.context_frames(max(len(a) for a in audios))
         feats = self.feature_extractor(list(audios), sampling_rate=self.sampling_rate, return_tensors="pt",
                                        max_length=frames * self.feature_extractor.hop_length, truncation=True)
         batch = {"input_features": feats.input_features}
+        if langs is not None and self.multilingual:
+            batch["language_ids"] = torch.tensor([self.language_id(lang) for lang in langs])
         if texts is not None:
-            batch.update(self._labels(texts))
+            batch.update(self._labels(texts, self.prompts(batch)))
         return batch
 
-    def _labels(self, texts: Sequence[str]) -> dict[str, torch.Tensor]:
-        prefix = self.prefix_ids()
+    def _labels(self, texts: Sequence[str], prompts: Sequence[list[int]]) -> dict[str, torch.Tensor]:
+        prefix = prompts[0]
         eos = self.module.generation_config.eos_token_id
         max_len = self.module.config.max_target_positions
         seqs = []
-        for t in texts:
-            ids = prefix + self.tokenizer.encode(" " + t.strip(), add_special_tokens=False) + [eos]
+        for t, prompt in zip(texts, prompts, strict=True):
+            ids = prompt + self.tokenizer.encode(" " + t.strip(), add_special_tokens=False) + [eos]
             if len(ids) > max_len:
                 raise ManifestError(f"transcript is {len(ids)} tokens, longer than Whisper's {max_len}: {t[:60]!r}…")
             seqs.append(ids)
@@ -259,8 +285,12 @@ class WhisperASR(SpeechModel):
 
         feats = batch["input_features"].to(self.device, dtype=next(self.module.parameters()).dtype)
         kwargs: dict[str, Any] = {"num_beams": num_beams, "do_sample": False, "return_timestamps": False}
+        languages = None
         if self.multilingual:
             kwargs.update(language=self.language, task=self.task)
+            if "language_ids" in batch:  # each utterance its own (transformers takes a list, one per item)
+                names = {i: t[2:-2] for t, i in self.module.generation_config.lang_to_id.items()}
+                languages = [names[int(i)] for i in batch["language_ids"]]
         if self.audio_context == "dynamic":
             seconds = feats.shape[-1] / MEL_FRAMES_PER_SECOND
             kwargs["max_new_tokens"] = min(self.module.config.max_target_positions - len(self.prefix_ids()),
@@ -272,6 +302,8 @@ class WhisperASR(SpeechModel):
         step = len(feats) if num_beams == 1 or feats.device.type == "cuda" else 1
         texts: list[str] = []
         for i in range(0, len(feats), step):
+            if languages is not None:
+                kwargs["language"] = languages[i:i + step]
             out = self.module.generate(feats[i:i + step],
                                        encoder_outputs=BaseModelOutput(last_hidden_state=states[i:i + step]), **kwargs)
             seqs = out.sequences if hasattr(out, "sequences") else out
