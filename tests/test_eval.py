@@ -55,7 +55,8 @@ def test_eval_resumes_from_partial_and_skips_when_done(tiny_whisper, toy_manifes
 
     from speechtl.models.whisper import WhisperASR
     orig_collate = WhisperASR.collate
-    monkeypatch.setattr(WhisperASR, "collate", lambda self, a, t=None: seen.append(len(a)) or orig_collate(self, a, t))
+    monkeypatch.setattr(WhisperASR, "collate",
+                        lambda self, a, t=None, **kw: seen.append(len(a)) or orig_collate(self, a, t, **kw))
     assert run_cli("eval", "--model", tiny_whisper, "--manifest", toy_manifest, "--out", out, "--batch-size", 3) == 0
     assert sum(seen) == 2  # only the two utterances left
     mtime = (out / "scores.json").stat().st_mtime_ns
