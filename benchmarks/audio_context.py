@@ -7,18 +7,25 @@ At ``audio_context: dynamic`` a batch is padded to its longest utterance plus ``
 seconds instead of to 30 s. Whisper was trained on 30 s windows, so a context cut at the end of the
 speech can make the *pretrained* model stop early or hallucinate (whisper.cpp users warn the same for
 ``-ac``); a margin costs encoder time. This decodes the same utterances with the pretrained offline
-tiny.en at full context and at dynamic context for each margin, through speechtl's own decoding path
+tiny.en (or ``--model``) at full context and at dynamic context for each margin, through speechtl's own decoding path
 (``transcribe_utterances``, greedy, length-sorted batches as ``speechtl eval`` makes them), and reports
 WER (Whisper normaliser), its edit operations, decode seconds (wall, and this process's CPU seconds,
 which a shared machine's other load inflates less), and how many transcripts differ from the full
 context's and in which direction. Sets (default): every k-th of speechocean762's ``test_adults`` (real
 Mandarin-L1 read speech, with the corpus's silences around it) and of the synthetic recipe's ``test_us``
 (espeak-ng, tight to the speech). Writes ``benchmarks/results/audio_context.{json,md}``.
+
+``--model`` takes a model adapted at dynamic context instead (an experiment's model dir): whether adapting
+removes the pretrained model's need for a margin is the question that decides the training default, e.g.
+
+    python benchmarks/audio_context.py --model EXP/encoder/train/best --manifests DATA/test_caribbean.jsonl \
+        DATA/test_us.jsonl --n 60 60 --margins 0,0.5,1,2,3 --out benchmarks/results/audio_context_adapted
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import time
 from pathlib import Path
@@ -30,12 +37,26 @@ MANIFESTS = [ROOT / "recipes" / "speechocean762_english" / "exp" / "whisper_tiny
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--model", default="openai/whisper-tiny.en",
+                    help="a hub id (pretrained) or an adapted experiment's model dir (its saved context is shown)")
     ap.add_argument("--manifests", nargs="+", default=[str(m) for m in MANIFESTS])
     ap.add_argument("--n", type=int, nargs="+", default=[100, 60], help="utterances of each manifest (evenly spread)")
     ap.add_argument("--margins", default="0,0.5,1,2", help="audio_context_margin values (s) at dynamic context")
     ap.add_argument("--batch-size", type=int, default=16)
+    ap.add_argument("--note", default="", help="a sentence for the report (what the model is, what else ran)")
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "audio_context"))
+    ap.add_argument("--markdown-only", action="store_true", help="rewrite OUT.md (and --note) from OUT.json")
     args = ap.parse_args()
+    out = Path(args.out)
+    if args.markdown_only:
+        from speechtl.io import atomic_write, write_json
+
+        result = json.loads(out.with_suffix(".json").read_text())
+        result["note"] = args.note or result.get("note", "")
+        write_json(out.with_suffix(".json"), result)
+        with atomic_write(out.with_suffix(".md")) as f:
+            f.write(markdown(result))
+        return
     if len(args.n) != len(args.manifests):
         ap.error("give one --n per manifest")
     import torch
@@ -45,7 +66,8 @@ def main() -> None:
     from speechtl.io import atomic_write, environment, write_json
     from speechtl.models import load_model
 
-    model = load_model("openai/whisper-tiny.en", device="cpu")
+    model = load_model(args.model, device="cpu")
+    saved = {k: getattr(model.module.config, k, None) for k in ("audio_context", "audio_context_margin")}
     opts = DecodeOptions(batch_size=args.batch_size)
     settings = [("full", None)] + [("dynamic", float(m)) for m in args.margins.split(",")]
     load_before = os.getloadavg()
@@ -73,12 +95,12 @@ def main() -> None:
             print(f"{Path(manifest).name} {name}: WER {100 * w.rate:.1f}% in {wall:.1f} s", flush=True)
         sets[os.path.relpath(manifest, ROOT)] = {"utterances": len(utts), "seconds": sum(u.duration for u in utts),
                                                   "refs": {u.id: u.text for u in utts}, "settings": rows}
-    result = {"model": "openai/whisper-tiny.en", "batch_size": args.batch_size, "sets": sets,
+    result = {"model": args.model, "saved_settings": saved, "note": args.note, "batch_size": args.batch_size,
+              "sets": sets,
               "threads": torch.get_num_threads(), "cpu_count": os.cpu_count(),
               "load_average_before": [round(x, 2) for x in load_before],
               "load_average_after": [round(x, 2) for x in os.getloadavg()], "date": time.strftime("%Y-%m-%d"),
               "environment": environment()}
-    out = Path(args.out)
     write_json(out.with_suffix(".json"), result)
     with atomic_write(out.with_suffix(".md")) as f:
         f.write(markdown(result))
@@ -86,17 +108,21 @@ def main() -> None:
 
 
 def markdown(r: dict) -> str:
-    env = r["environment"]
+    env, saved = r["environment"], r.get("saved_settings", {"audio_context": None})
+    who = (f"pretrained {r['model']} (offline copy), not adapted" if saved["audio_context"] is None else
+           f"adapted model `{r['model']}` (saved with audio_context {saved['audio_context']}, margin "
+           f"{saved['audio_context_margin']} s)")
     lines = [
         "# Whisper's dynamic audio context: which margin?",
         "",
-        f"Written by `python benchmarks/audio_context.py` on {r['date']}: pretrained {r['model']} (offline copy), "
-        f"not adapted, greedy, speechtl's decoding path in length-sorted batches of {r['batch_size']} (at dynamic "
+        f"Written by `python benchmarks/audio_context.py` on {r['date']}: {who}, greedy, speechtl's decoding path in "
+        f"length-sorted batches of {r['batch_size']} (at dynamic "
         "context a batch is padded to its longest utterance plus the margin), on CPU "
         f"({r['threads']} threads of {r['cpu_count']} cores); speechtl {(env.get('speechtl_git') or '?')[:10]}. "
         f"The machine is shared (load average {r['load_average_before'][0]} before, "
         f"{r['load_average_after'][0]} after): CPU seconds carry the comparison, wall seconds are noisy. "
-        "'worse'/'better': utterances with more/fewer word errors than at full context.",
+        "'worse'/'better': utterances with more/fewer word errors than at full context."
+        + (f" {r['note']}" if r.get("note") else ""),
     ]
     for name, s in r["sets"].items():
         full = s["settings"]["full"]
