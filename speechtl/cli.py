@@ -277,7 +277,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--dev", default=None, help="dev manifest: WER every eval_every steps, best model kept")
     t.add_argument("--out", required=True, help="experiment dir")
     t.add_argument("--config", default=None, help="YAML training config (see speechtl.adapt.config.TrainConfig)")
-    t.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key")
+    t.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config key; a dotted key sets one key of a block (lora.rank=8)")
     t.add_argument("--force", action="store_true", help="train afresh: a run already in --out (finished, or made "
                    "with another config, base model or manifest) is moved aside to <out>.old-<time>/, not deleted")
     t.set_defaults(func=cmd_train)

@@ -80,7 +80,7 @@ def write_experiment(exp: Path, sets: dict[str, tuple[list[Utterance], dict[str,
     train.mkdir(parents=True, exist_ok=True)
     (train / "summary.json").write_text(json.dumps({
         "steps": 10, "best_dev_wer": 0.2, "best_step": 10, "train_utterances": 40, "train_hours": 0.05,
-        "train_speakers": 4, "utterances_per_step": 4, "method": method, "frozen": ["decoder"],
+        "train_speakers": 4, "utterances_per_step": 4, "method": method, "freeze": ["decoder"],
         "trainable_parameters": trainable, "total_parameters": total, "base_model": base_model}))
     (train / "config.yaml").write_text(f"method: {method}\nlearning_rate: 0.001\nseed: 42\n")
     (train / "env.json").write_text(json.dumps({"python": "3.11", "platform": "test",

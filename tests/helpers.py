@@ -11,6 +11,10 @@ import soundfile as sf
 WHISPER_SPECIALS = ["<|endoftext|>", "<|startoftranscript|>", "<|en|>", "<|translate|>", "<|transcribe|>",
                     "<|startoflm|>", "<|startofprev|>", "<|nocaptions|>", "<|notimestamps|>"]
 
+#: Small settings for each method that has them, for tiny-model tests (TrainConfig(method=m, settings=SMALL.get(m))).
+SMALL = {"lora": {"rank": 4, "alpha": 8, "dropout": 0.0}, "dora": {"rank": 4, "alpha": 8, "dropout": 0.0},
+         "adapters": {"size": 8}}
+
 SENTENCES = ["the cat sat on the mat", "a dog ran in the park", "we like green tea", "rain falls on the hill",
              "she sells fish at the market", "the boat sails at dawn", "bring me the red cup",
              "birds sing in the morning"]

@@ -1,16 +1,17 @@
-"""LoRA and bottleneck adapters on both families: training, the adapter artefact, switching, refusal."""
+"""LoRA, DoRA and bottleneck adapters on both families: training, the adapter artefact, switching, refusal."""
 
 import json
 import os
 
 import pytest
 import torch
-from helpers import kill_training_after, spoken_corpus
+from helpers import SMALL, kill_training_after, spoken_corpus
 
 import speechtl
 from speechtl.adapt.adapters import AdapterError, AdapterSet
-from speechtl.adapt.config import ConfigError, TrainConfig
+from speechtl.adapt.config import ConfigError, TrainConfig, config_from_dict
 from speechtl.adapt.export import export_adapter
+from speechtl.adapt.registry import ADAPTER_METHODS
 from speechtl.adapt.trainer import train
 from speechtl.cli import main
 from speechtl.data.manifest import read_manifest
@@ -18,12 +19,13 @@ from speechtl.features.audio import load_utterance
 from speechtl.models import load_model
 
 METHODS = ("lora", "adapters")
+#: Every adapter method of the registry, for the tests that train or build each one.
+ALL_ADAPTERS = ("lora", "dora", "adapters")
 
 
 def cfg(method, **kw):
     base = dict(method=method, learning_rate=1e-2, warmup_steps=0, max_steps=12, batch_size=4, eval_every=0,
-                save_every=4, log_every=1, lr_scheduler="constant", lora_rank=4, lora_alpha=8, lora_dropout=0.0,
-                adapter_size=8)
+                save_every=4, log_every=1, lr_scheduler="constant", settings=SMALL.get(method))
     base.update(kw)
     return TrainConfig(**base)
 
@@ -53,15 +55,20 @@ def batch_of(model, manifest, n=4):
     return model.collate([load_utterance(u, model.sampling_rate) for u in utts], [u.text for u in utts])
 
 
-def logits(model, batch):
+def logits(model, batch, module=None):
+    """The model's logits on ``batch``, or those of ``module`` (e.g. plain PEFT around the base) for its family."""
     with torch.no_grad():
         keys = ("input_features", "decoder_input_ids") if model.family == "seq2seq" else ("input_values",
                                                                                           "attention_mask")
-        return model.module(**{k: batch[k] for k in keys if k in batch}).logits
+        return (module or model.module)(**{k: batch[k] for k in keys if k in batch}).logits
+
+
+def test_every_adapter_method_of_the_registry_is_tested():
+    assert set(ALL_ADAPTERS) == set(ADAPTER_METHODS)
 
 
 @pytest.mark.parametrize("family", ["seq2seq", "ctc"])
-@pytest.mark.parametrize("method", METHODS)
+@pytest.mark.parametrize("method", ALL_ADAPTERS)
 def test_method_trains_only_the_adapter_and_loss_falls(family, method, bases, corpus, tmp_path):
     model = load_model(str(bases[family]))
     before = base_state(model)
@@ -79,7 +86,7 @@ def test_method_trains_only_the_adapter_and_loss_falls(family, method, bases, co
     assert 0 < summary["trainable_parameters"] < 0.5 * summary["total_parameters"]
     assert summary["method"] == method and summary["peak_memory_bytes"] > 0
     trained = [n for n, p in model.module.named_parameters() if p.requires_grad]
-    marker = "lora_" if method == "lora" else "speechtl_adapters"
+    marker = "speechtl_adapters" if method == "adapters" else "lora_"
     assert trained and all(marker in n for n in trained)
     out = tmp_path / "exp" / "model"  # the run saves the adapter alone, with its card
     assert {p.name for p in out.iterdir()} == {"adapter_config.json", "adapter_model.safetensors",
@@ -98,17 +105,27 @@ def test_method_trains_only_the_adapter_and_loss_falls(family, method, bases, co
     model.module.eval()
     torch.testing.assert_close(logits(reloaded, batch), logits(model, batch))
     assert reloaded.transcribe(batch) == model.transcribe(batch)
+    if method == "dora":  # PEFT's DoRA: a magnitude per output row trains too, and plain PEFT loads it
+        from peft import PeftModel
+
+        assert any("lora_magnitude_vector" in n for n in trained)
+        assert json.loads((out / "adapter_config.json").read_text())["use_dora"] is True
+        plain = PeftModel.from_pretrained(load_model(str(bases[family])).module, str(out)).eval()
+        torch.testing.assert_close(logits(model, batch, plain), logits(model, batch))
+        reloaded.merge()  # folds into the weights, as CTranslate2 export does
+        assert not any("lora_" in k for k in reloaded.module.state_dict())
+        torch.testing.assert_close(logits(reloaded, batch), logits(model, batch), rtol=1e-4, atol=1e-5)
 
 
 @pytest.mark.parametrize("family", ["seq2seq", "ctc"])
-@pytest.mark.parametrize("method", METHODS)
+@pytest.mark.parametrize("method", ALL_ADAPTERS)
 def test_a_new_adapter_starts_equal_to_the_base(family, method, bases, corpus):
     model = load_model(str(bases[family]))
     batch = batch_of(model, corpus)
     ref = logits(model, batch)
     from speechtl.adapt.methods import apply_method
 
-    apply_method(model, cfg(method, lora_dropout=0.0))
+    apply_method(model, cfg(method))
     model.module.eval()
     torch.testing.assert_close(logits(model, batch), ref, rtol=0, atol=0)
 
@@ -246,13 +263,14 @@ def test_lora_resume_after_a_kill_matches_an_uninterrupted_run(tiny_whisper, cor
 
 
 def test_adapter_config_errors(tiny_whisper, tiny_ctc, corpus, tmp_path):
-    with pytest.raises(ConfigError, match="lora_targets.*only used with method: lora"):
-        TrainConfig(method="full", lora_targets=["q_proj"]).validate()
+    with pytest.raises(ConfigError, match="'lora' is only used with method: lora"):
+        config_from_dict({"method": "full", "lora": {"targets": ["q_proj"]}})
     with pytest.raises(ConfigError, match=r"LoRA targets \['qproj'\] match no module"):
-        train(load_model(str(tiny_whisper)), read_manifest(corpus), tmp_path / "a", cfg("lora", lora_targets=["qproj"]))
+        train(load_model(str(tiny_whisper)), read_manifest(corpus), tmp_path / "a",
+              cfg("lora", settings={**SMALL["lora"], "targets": ["qproj"]}))
     with pytest.raises(ConfigError, match="adapter stacks .*unknown"):
         train(load_model(str(tiny_ctc)), read_manifest(corpus), tmp_path / "b",
-              cfg("adapters", adapter_stacks=["decoder"]))
+              cfg("adapters", settings={"size": 8, "stacks": ["decoder"]}))
     from helpers import build_tiny_ctc
 
     other = build_tiny_ctc(tmp_path / "abc", ["abc"])  # its letters can't spell the corpus: a new head is needed
@@ -264,14 +282,15 @@ def test_lora_stacks_limit_lora_to_the_encoder_and_load_in_plain_peft(tiny_whisp
     import peft
 
     model = load_model(str(tiny_whisper))
-    train(model, read_manifest(corpus), tmp_path / "exp", cfg("lora", max_steps=2, lora_stacks=["encoder"]))
+    train(model, read_manifest(corpus), tmp_path / "exp",
+          cfg("lora", max_steps=2, settings={**SMALL["lora"], "stacks": ["encoder"]}))
     lora = [n for n, _ in model.module.named_parameters() if "lora_A" in n]
     assert lora and all(".encoder.layers." in n for n in lora)
     plain = peft.PeftModel.from_pretrained(load_model(str(tiny_whisper)).module, tmp_path / "exp" / "model")
     plain_lora = [n for n, _ in plain.named_parameters() if "lora_A" in n]
     assert len(plain_lora) == len(lora) and all(".encoder.layers." in n for n in plain_lora)
-    with pytest.raises(ConfigError, match="lora_stacks"):
-        cfg("adapters", lora_stacks=["encoder"]).validate()
+    with pytest.raises(ConfigError, match="'lora' is only used with method: lora"):
+        config_from_dict({"method": "adapters", "lora": {"stacks": ["encoder"]}})
     with pytest.raises(AdapterError, match="LoRA stacks"):
         AdapterSet.of(load_model(str(tiny_whisper))).add("x", speechtl.adapt.adapters.LoraSpec(stacks=("middle",)))
 
@@ -285,7 +304,7 @@ def test_a_second_accent_adapts_an_adapted_experiment(tiny_whisper, corpus, tmp_
     train(load_model(str(tiny_whisper)), read_manifest(corpus), first / "train", cfg("lora", max_steps=4))
     conf = tmp_path / "lora.yaml"
     conf.write_text("method: lora\nlearning_rate: 1.0e-2\nwarmup_steps: 0\nmax_steps: 4\nbatch_size: 4\n"
-                    "eval_every: 0\nlora_rank: 4\nlora_alpha: 8\nlora_dropout: 0.0\nlr_scheduler: constant\n")
+                    "eval_every: 0\nlora: {rank: 4, alpha: 8, dropout: 0.0}\nlr_scheduler: constant\n")
     assert main(["train", "--model", str(first), "--train", str(corpus), "--config", str(conf),
                  "--out", str(second / "train")]) == 0
     adapter = second / "train" / "model"

@@ -68,7 +68,8 @@ def test_dynamic_decoding_has_a_token_budget_by_duration(tiny_whisper, monkeypat
 def test_a_model_adapted_at_dynamic_context_decodes_so_unless_told(method, tiny_whisper, tmp_path):
     manifest = toy_corpus(tmp_path / "data", n=4)
     cfg = TrainConfig(method=method, max_steps=2, batch_size=2, eval_every=0, save_every=2, warmup_steps=0,
-                      lora_rank=2, model_settings={"audio_context": "dynamic", "audio_context_margin": 0.5})
+                      settings={"rank": 2} if method == "lora" else None,
+                      model_settings={"audio_context": "dynamic", "audio_context_margin": 0.5})
     train(load_model(str(tiny_whisper)), read_manifest(manifest), tmp_path / "exp" / "train", cfg)
     if method == "lora":
         card = json.loads((tmp_path / "exp" / "train" / "model" / "speechtl_card.json").read_text())

@@ -4,7 +4,7 @@ import json
 
 import pytest
 import torch
-from helpers import spoken_corpus
+from helpers import SMALL, spoken_corpus
 
 import speechtl
 from speechtl.adapt.adapters import AdapterError
@@ -26,8 +26,7 @@ EXPORTED = {"model.bin", "config.json", "vocabulary.json", "tokenizer.json", "pr
 
 def cfg(method, **kw):
     base = dict(method=method, learning_rate=1e-2, warmup_steps=0, max_steps=12, batch_size=4, eval_every=0,
-                save_every=100, log_every=1, lr_scheduler="constant", lora_rank=4, lora_alpha=8, lora_dropout=0.0,
-                adapter_size=8)
+                save_every=100, log_every=1, lr_scheduler="constant", settings=SMALL.get(method))
     return TrainConfig(**{**base, **kw})
 
 
@@ -102,6 +101,18 @@ def test_lora_export_decodes_like_the_adapted_model(experiments, tiny_whisper, c
     again = load_model(str(out))
     torch.testing.assert_close(again.module.model.encoder.conv1.weight, adapted.module.model.encoder.conv1.weight)
     assert greedy_ids(again, batch) == expected
+
+
+def test_dora_export_merges_and_decodes_like_the_adapted_model(experiments, corpus, tmp_path):
+    """DoRA folds into the weights like LoRA (PEFT's merge applies each row's magnitude), so it exports."""
+    exp = experiments("dora")
+    assert json.loads((exp / "train" / "model" / "adapter_config.json").read_text())["use_dora"] is True
+    card = export_ctranslate2(exp, tmp_path / "ct2")
+    assert card["method"] == "dora" and card["adapter"] == {"kind": "lora", "merged": True}
+    adapted = speechtl.load_model(str(exp))
+    batch = batch_of(adapted, corpus)
+    assert CT2Whisper(tmp_path / "ct2", adapted, compute_type="float32").generate_ids(batch) == greedy_ids(adapted,
+                                                                                                           batch)
 
 
 def test_export_loads_in_faster_whisper(experiments, tmp_path):

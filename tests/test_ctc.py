@@ -170,7 +170,7 @@ def test_parts_name_the_feature_encoder_encoder_layers_and_head(tiny_ctc):
     assert conv | enc | head == {id(p) for p in model.module.parameters()}
     assert {id(p) for p in parts["encoder.layers.1"]} < enc
     assert {id(p) for p in model.module.wav2vec2.feature_extractor.parameters()} == conv
-    apply_method(model, TrainConfig(method="freeze", freeze=["feature_encoder"]))
+    apply_method(model, TrainConfig(method="freeze", settings=["feature_encoder"]))
     assert not any(p.requires_grad for p in parts["feature_encoder"])
     assert all(p.requires_grad for p in parts["encoder"] + parts["head"])
     model.module.train()
@@ -305,7 +305,7 @@ def test_adapt_trains_it_with_a_frozen_feature_encoder(tiny_ctc, toy_manifest, t
         _, scores = score_hypotheses(utts[:2], transcribe_utterances(m, utts[:2], DecodeOptions(batch_size=2)))
         return scores.wer.rate
 
-    cfg = TrainConfig(method="freeze", freeze=["feature_encoder"], learning_rate=3e-3, warmup_steps=0, max_steps=3,
+    cfg = TrainConfig(method="freeze", settings=["feature_encoder"], learning_rate=3e-3, warmup_steps=0, max_steps=3,
                       batch_size=4, eval_every=0, save_every=2, log_every=1, lr_scheduler="constant")
     summary = train(model, utts, tmp_path / "exp", cfg, evaluator=dev_wer)
     assert summary["steps"] == 3 and summary["best_dev_wer"] is not None
@@ -352,9 +352,9 @@ def test_freezing_the_first_n_layers(tiny_ctc):
     from speechtl.adapt.config import ConfigError
 
     model = load_model(str(tiny_ctc))
-    apply_method(model, TrainConfig(method="freeze", freeze=["feature_encoder", "encoder.layers.:1"]))
+    apply_method(model, TrainConfig(method="freeze", settings=["feature_encoder", "encoder.layers.:1"]))
     layers = model.module.wav2vec2.encoder.layers
     assert not any(p.requires_grad for p in layers[0].parameters())
     assert all(p.requires_grad for p in layers[1].parameters())
     with pytest.raises(ConfigError, match="first 3 of 2 encoder layers"):
-        apply_method(model, TrainConfig(method="freeze", freeze=["encoder.layers.:3"]))
+        apply_method(model, TrainConfig(method="freeze", settings=["encoder.layers.:3"]))

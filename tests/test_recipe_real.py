@@ -45,8 +45,8 @@ def test_configs_load_one_per_method_all_at_dynamic_audio_context():
     assert {"train_lora.yaml": "lora", "train_encoder.yaml": "freeze", "train_adapters.yaml": "adapters",
             "train_full.yaml": "full"}.items() <= methods.items()
     assert all(m == "lora" for n, m in methods.items() if n.startswith("train_lora"))  # the measured LoRA variants
-    assert confs["train_lora_distill.yaml"].distill_weight > 0 and confs["train_lora_encoder.yaml"].lora_stacks
-    assert confs["train_encoder.yaml"].freeze == ["decoder"]
+    assert confs["train_lora_distill.yaml"].distill_weight > 0 and confs["train_lora_encoder.yaml"].settings.stacks
+    assert confs["train_encoder.yaml"].settings == ["decoder"]
     for name, c in confs.items():
         assert c.model_settings == {"audio_context": "dynamic", "audio_context_margin": 1.0}, name
     gpu = confs["gpu_whisper_small.yaml"]

@@ -88,7 +88,7 @@ def test_stage0_without_the_local_corpus_says_what_to_set(tmp_path):
 def test_recipe_has_a_valid_whisper_config_and_a_readme_with_licence_and_source(recipe):
     cfg = load_config(RECIPES / recipe / "conf" / "whisper.yaml")
     assert cfg.max_steps >= 100 and cfg.eval_every <= cfg.max_steps and cfg.batch_size == 16
-    assert cfg.mixed_precision == "auto" and (cfg.method == "full" or cfg.freeze == ["decoder"])
+    assert cfg.mixed_precision == "auto" and (cfg.method == "full" or cfg.settings == ["decoder"])
     readme = (RECIPES / recipe / "README.md").read_text()
     for corpus in EXPECTED[recipe][1]:
         assert f"`{ENV[corpus]}`" in readme

@@ -29,12 +29,16 @@ def test_encoder_only_changes_only_the_encoder_and_loss_falls(tiny_whisper, toy_
     model = load_model(str(tiny_whisper))
     before = params(model)
     summary = train(model, read_manifest(toy_manifest), tmp_path / "exp",
-                    cfg(method="freeze", freeze=["decoder"], max_steps=12))
+                    cfg(method="freeze", settings=["decoder"], max_steps=12))
     after = params(model)
     changed = {k for k in before if not torch.equal(before[k], after[k])}
     assert changed and all(k.startswith("model.encoder.") for k in changed)
     assert any("layers.0.fc1" in k for k in changed)
     assert summary["trainable_parameters"] < summary["total_parameters"]
+    # the method's settings are its block, in the summary and the resolved config.yaml
+    assert summary["method"] == "freeze" and summary["freeze"] == ["decoder"]
+    written = (tmp_path / "exp" / "config.yaml").read_text()
+    assert written.startswith("method: freeze\nfreeze:\n- decoder\n") and "lora" not in written
     ls = losses(tmp_path / "exp")
     assert sum(ls[-3:]) / 3 < sum(ls[:3]) / 3
     for f in ("config.yaml", "env.json", "train.log", "summary.json", "model/config.json", "checkpoint"):
@@ -46,12 +50,12 @@ def test_encoder_only_changes_only_the_encoder_and_loss_falls(tiny_whisper, toy_
 def test_decoder_only_and_feature_encoder(tiny_whisper, toy_manifest, tmp_path):
     model = load_model(str(tiny_whisper))
     before = params(model)
-    train(model, read_manifest(toy_manifest), tmp_path / "exp", cfg(method="freeze", freeze=["encoder"], max_steps=2))
+    train(model, read_manifest(toy_manifest), tmp_path / "exp", cfg(method="freeze", settings=["encoder"], max_steps=2))
     changed = {k for k, v in params(model).items() if not torch.equal(before[k], v)}
     assert changed and not any(k.startswith("model.encoder.") for k in changed)
     with pytest.raises(ConfigError, match="unknown part"):
         train(load_model(str(tiny_whisper)), read_manifest(toy_manifest), tmp_path / "exp2",
-              cfg(method="freeze", freeze=["encodr"]))
+              cfg(method="freeze", settings=["encodr"]))
 
 
 def test_resume_after_a_kill_matches_an_uninterrupted_run(tiny_whisper, toy_manifest, tmp_path, monkeypatch):
@@ -97,7 +101,7 @@ def test_wise_ft_interpolates_best_with_base(tiny_whisper, toy_manifest, tmp_pat
     base = params(load_model(str(tiny_whisper)))
     wers = iter([0.5, 0.3, 0.6, 0.2])  # dev WER at steps 2, 4, 6, then the merged model's
     summary = train(load_model(str(tiny_whisper)), read_manifest(toy_manifest), tmp_path / "exp",
-                    cfg(max_steps=6, eval_every=2, method="freeze", freeze=["decoder"], wise_alpha=0.5),
+                    cfg(max_steps=6, eval_every=2, method="freeze", settings=["decoder"], wise_alpha=0.5),
                     evaluator=lambda m: next(wers))
     assert summary["best_step"] == 4 and summary["wise_alpha"] == 0.5 and summary["final_dev_wer"] == 0.2
     best, final = params(load_model(str(tmp_path / "exp" / "best"))), params(load_model(str(tmp_path / "exp")))

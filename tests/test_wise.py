@@ -4,7 +4,7 @@ import json
 
 import pytest
 import torch
-from helpers import spoken_corpus
+from helpers import SMALL, spoken_corpus
 
 import speechtl
 from speechtl.adapt.adapters import AdapterSet
@@ -21,9 +21,7 @@ ALPHA = 0.3  # not 0.5: blending LoRA's A and B separately would then be harder 
 def cfg(method, **kw):
     base = dict(method=method, learning_rate=1e-2 if method in ("lora", "adapters") else 3e-3, warmup_steps=0,
                 max_steps=6, batch_size=4, eval_every=2, save_every=2, log_every=1, lr_scheduler="constant",
-                lora_rank=4, lora_alpha=8, lora_dropout=0.0, adapter_size=8)
-    if method == "freeze":
-        base["freeze"] = ["decoder"]
+                settings=["decoder"] if method == "freeze" else SMALL.get(method))
     base.update(kw)
     return TrainConfig(**base)
 
@@ -179,3 +177,17 @@ def test_speechtl_train_decodes_the_general_dev_set(tiny_whisper, corpus, tmp_pa
     for e in history:  # the same manifest twice: the trade-off is the WER itself
         assert e["general_dev_wer"] == e["dev_wer"] == pytest.approx(e["select_score"])
     assert summary["best_general_dev_wer"] is not None
+
+
+def test_dora_is_refused_for_wise_ft_with_the_reason(tiny_whisper, tmp_path):
+    """DoRA's change is not linear in its weights: no DoRA adapter keeps exactly alpha of it, so it is refused,
+    in a config file and for a config made in Python before any training step."""
+    from speechtl.adapt.merge import wise_base
+
+    conf = tmp_path / "dora.yaml"
+    conf.write_text("method: dora\ndora: {rank: 4}\nwise_alpha: 0.5\n")
+    with pytest.raises(ConfigError, match=r"dora.yaml:3: 'wise_alpha' 0.5 can't be used with method dora: .*not "
+                                          r"linear in B"):
+        load_config(conf)
+    with pytest.raises(ConfigError, match="can't be used with method dora"):
+        wise_base(load_model(str(tiny_whisper)), "dora")

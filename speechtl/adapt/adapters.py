@@ -78,6 +78,8 @@ class LoraSpec:
     targets: tuple[str, ...] = ()
     #: Only the targets inside these stacks of :meth:`SpeechModel.blocks` (``encoder``, ``decoder``); empty: all.
     stacks: tuple[str, ...] = ()
+    #: DoRA (PEFT's ``use_dora``): the update's direction is LoRA's, each output row's magnitude learned apart.
+    use_dora: bool = False
 
 
 @dataclass(frozen=True)
@@ -151,7 +153,7 @@ class AdapterSet:
         if spec.stacks:
             targets = self._in_stacks(targets, spec.stacks)
         return LoraConfig(r=spec.rank, lora_alpha=spec.alpha, lora_dropout=spec.dropout, target_modules=targets,
-                          bias="none", base_model_name_or_path=self.model.name_or_path or None)
+                          bias="none", use_dora=spec.use_dora, base_model_name_or_path=self.model.name_or_path or None)
 
     def _in_stacks(self, targets: list[str], stacks: tuple[str, ...]) -> list[str]:
         """The full names of the target modules inside ``stacks``' blocks: PEFT matches a listed name exactly
@@ -286,7 +288,9 @@ class AdapterSet:
         layers = [m for m in self.peft.modules() if isinstance(m, LoraLayer)
                   and (name in m.lora_B or name in m.lora_embedding_B)]
         if any(name in m.lora_variant for m in layers):  # DoRA and kin: the update is not linear in B
-            raise AdapterError(f"adapter '{name}' is a LoRA variant whose update can't be scaled by its B")
+            raise AdapterError(f"adapter '{name}' is a LoRA variant (DoRA: each output row rescaled to a learned "
+                               "magnitude), whose change to the model is not linear in B, so it can't be scaled; "
+                               "WiSE-FT (wise_alpha < 1) works with lora, adapters, full and freeze")
         params = [p for m in layers for p in (m.lora_B[name].parameters() if name in m.lora_B
                                               else [m.lora_embedding_B[name]])]
         for p in {id(p): p for p in params}.values():  # a B tied between layers is scaled once

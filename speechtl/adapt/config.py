@@ -1,11 +1,16 @@
 """Training configuration: one typed dataclass, loaded from YAML, every key checked.
 
 A typo in a config must not silently fall back to a default, so unknown keys and wrong types are
-errors that name the file and line.
+errors that name the file and line (nested keys dotted: ``conf.yaml:4: 'lora.rank' must be at least 1``).
+
+The method's settings are a block under its name (``method: lora`` with ``lora: {rank: 16}``), read from
+its entry in :mod:`speechtl.adapt.registry`; a block for another method is an error, and so is an old
+flat key (``lora_rank``), whose message shows the new form.
 """
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import os
 import types
@@ -17,12 +22,12 @@ from typing import Any
 
 import yaml
 
+from speechtl.adapt import registry
 from speechtl.errors import SpeechtlError
 from speechtl.features.augment import AugmentConfig, yaml_key_lines
 
-METHODS = ("full", "freeze", "lora", "adapters")
-#: Methods that train a small adapter beside frozen base weights (saved and exported on their own).
-ADAPTER_METHODS = ("lora", "adapters")
+METHODS = registry.METHODS
+ADAPTER_METHODS = registry.ADAPTER_METHODS
 SCHEDULERS = ("linear", "cosine", "constant")
 PRECISIONS = ("auto", "no", "fp16", "bf16")
 TARGET_STYLES = ("model", "as_is")
@@ -37,20 +42,11 @@ class TrainConfig:
     """Every choice a training run makes; the resolved copy is written to the experiment dir."""
 
     method: str = field(default="full", metadata={
-        "help": "full | freeze (train all but the parts in `freeze`) | lora (PEFT) | adapters (residual bottleneck)"})
-    freeze: list[str] = field(default_factory=list, metadata={
-        "help": "parts to freeze: encoder, decoder, feature_encoder, encoder.layers.N, decoder.layers.N"})
-    lora_rank: int = 16
-    lora_alpha: float = 32.0
-    lora_dropout: float = 0.05
-    lora_targets: list[str] = field(default_factory=list, metadata={
-        "help": "module names LoRA adapts (suffixes); empty: the family's default (attention and feed-forward)"})
-    lora_stacks: list[str] = field(default_factory=list, metadata={
-        "help": "stacks whose targets LoRA adapts (encoder, decoder); empty: all. An accent is mostly acoustic: "
-                "encoder-only LoRA leaves the decoder's language knowledge as it was"})
-    adapter_size: int = field(default=64, metadata={"help": "bottleneck width of each residual adapter"})
-    adapter_stacks: list[str] = field(default_factory=list, metadata={
-        "help": "stacks that get bottleneck adapters after each block (encoder, decoder); empty: all"})
+        "help": "; ".join(f"{m.name}: {m.help}" for m in registry.REGISTRY.values())
+                + ". Its settings are the block under its name (lora: {rank: 8}), see speechtl.adapt.registry"})
+    settings: Any = field(default=None, metadata={
+        "help": "the method's settings: its dataclass (or a mapping of its keys), the list of parts for freeze, "
+                "None for full; None for another method means its defaults. Written under the method's name"})
     learning_rate: float = 1e-5
     weight_decay: float = 0.0
     adam_betas: tuple[float, float] = (0.9, 0.98)
@@ -100,27 +96,54 @@ class TrainConfig:
         "help": "w in [0, 1]: the best checkpoint minimises (1 - w) * target dev WER + w * general dev WER "
                 "(needs dev_general); 0 chooses on the target dev WER alone"})
 
-    def validate(self, where: str = "config") -> None:
+    def __post_init__(self) -> None:
+        """A method's settings default to its defaults; given as a mapping, they become its dataclass."""
+        m = registry.REGISTRY.get(self.method)
+        if m is None or m.settings is None:
+            return
+        if self.settings is None:
+            self.settings = m.default_settings()
+        elif isinstance(self.settings, dict) and m.settings is not list:
+            self.settings = m.settings(**self.settings)
+
+    @property
+    def entry(self) -> registry.Method:
+        """The method's registry entry."""
+        return registry.get(self.method)
+
+    @property
+    def frozen(self) -> list[str]:
+        """The parts method freeze freezes (empty for any other method)."""
+        return list(self.settings) if self.method == "freeze" else []
+
+    def method_block(self) -> dict[str, Any]:
+        """The method's settings as YAML writes them, under its name (``{"lora": {"rank": 16, ...}}``); {} for full."""
+        s = self.settings
+        if s is None:
+            return {}
+        return {self.method: dataclasses.asdict(s) if dataclasses.is_dataclass(s) else copy.deepcopy(list(s))}
+
+    def validate(self, where: str = "config", lines: dict[str, int] | None = None) -> None:
         def bad(key: str, msg: str) -> ConfigError:
-            return ConfigError(f"{where}: '{key}' {msg}")
+            return ConfigError(f"{_at(where, lines, key)}: '{key}' {msg}")
 
         if self.method not in METHODS:
             raise bad("method", f"must be one of {', '.join(METHODS)}, got '{self.method}'")
-        if self.freeze and self.method != "freeze":
-            raise bad("freeze", f"is only used with method: freeze (method is '{self.method}')")
-        if self.method == "freeze" and not self.freeze:
-            raise bad("freeze", "must name at least one part when method is freeze")
-        if self.lora_targets and self.method != "lora":
-            raise bad("lora_targets", f"is only used with method: lora (method is '{self.method}')")
-        if self.lora_stacks and self.method != "lora":
-            raise bad("lora_stacks", f"is only used with method: lora (method is '{self.method}')")
-        if self.adapter_stacks and self.method != "adapters":
-            raise bad("adapter_stacks", f"is only used with method: adapters (method is '{self.method}')")
-        for key in ("lora_rank", "adapter_size"):
-            if getattr(self, key) < 1:
-                raise bad(key, "must be at least 1")
-        if not 0.0 <= self.lora_dropout < 1.0:
-            raise bad("lora_dropout", "must lie in [0, 1)")
+        m = self.entry
+        if m.settings is None and self.settings is not None:
+            raise bad("settings", f"method {m.name} has no settings, got {self.settings!r}")
+        if m.settings is list:
+            if not isinstance(self.settings, list) or not all(isinstance(x, str) for x in self.settings):
+                raise bad(m.name, f"must be a list of names, got {self.settings!r}")
+            if not self.settings:
+                raise bad(m.name, f"must name at least one part when method is {m.name}")
+        elif m.settings is not None:
+            if not isinstance(self.settings, m.settings):
+                raise bad(m.name, f"must be a {m.settings.__name__}, got {type(self.settings).__name__}")
+            for key, msg in self.settings.problems():
+                raise bad(f"{m.name}.{key}", msg)
+        if self.wise_alpha < 1.0 and m.no_wise:
+            raise bad("wise_alpha", f"{self.wise_alpha} can't be used with method {m.name}: {m.no_wise}")
         if self.target_style not in TARGET_STYLES:
             raise bad("target_style", f"must be one of {', '.join(TARGET_STYLES)}, got '{self.target_style}'")
         if self.lr_scheduler not in SCHEDULERS:
@@ -173,9 +196,12 @@ class TrainConfig:
         return round(self.replay_fraction * self.batch_size)
 
     def to_dict(self) -> dict[str, Any]:
-        d = dataclasses.asdict(self)
-        d["adam_betas"] = list(self.adam_betas)
-        return d
+        """The config as YAML writes it: ``method``, then its settings under its name, then the rest."""
+        out: dict[str, Any] = {"method": self.method, **self.method_block()}
+        out.update({f.name: copy.deepcopy(getattr(self, f.name)) for f in dataclasses.fields(self)
+                    if f.name not in ("method", "settings")})
+        out["adam_betas"] = list(self.adam_betas)
+        return out
 
 
 def _coerce(key: str, value: Any, typ: Any, where: str) -> Any:
@@ -211,26 +237,85 @@ def _coerce(key: str, value: Any, typ: Any, where: str) -> Any:
     return value
 
 
+def _at(where: str, lines: dict[str, int] | None, path: str) -> str:
+    """``where:line`` of dotted key ``path``, or of its nearest parent with a line."""
+    while path:
+        if lines and path in lines:
+            return f"{where}:{lines[path]}"
+        path = path.rpartition(".")[0]
+    return where
+
+
+def _read_settings(m: registry.Method, value: Any, where: str, lines: dict[str, int] | None, start: Any) -> Any:
+    """Method ``m``'s block as the YAML gives it, checked key by key over ``start`` (or the defaults)."""
+    at = _at(where, lines, m.name)
+    if m.settings is list:
+        return _coerce(m.name, value, list[str], at)
+    hints = typing.get_type_hints(m.settings)
+    if value is None:  # `lora:` alone: the defaults
+        value = {}
+    if not isinstance(value, dict):
+        raise ConfigError(f"{at}: '{m.name}' must be a mapping of its settings ({', '.join(hints)}), "
+                          f"got {type(value).__name__} {value!r}")
+    values = dataclasses.asdict(start) if start is not None else {}
+    for key, v in value.items():
+        path = f"{m.name}.{key}"
+        if key not in hints:
+            raise ConfigError(f"{_at(where, lines, path)}: unknown key '{path}' ({m.name} has {', '.join(hints)})")
+        values[key] = _coerce(path, v, hints[key], _at(where, lines, path))
+    settings = m.settings(**values)
+    for key, msg in settings.problems():
+        path = f"{m.name}.{key}"
+        raise ConfigError(f"{_at(where, lines, path)}: '{path}' {msg}")
+    return settings
+
+
 def config_from_dict(data: dict[str, Any], where: str = "config", lines: dict[str, int] | None = None,
                      base: TrainConfig | None = None) -> TrainConfig:
-    hints = typing.get_type_hints(TrainConfig)
-    values = dataclasses.asdict(base) if base else {}
+    """A config from YAML's mapping (over ``base``, for overrides): every key checked, errors at their lines."""
+    hints = {k: t for k, t in typing.get_type_hints(TrainConfig).items() if k != "settings"}
+    values = {f.name: copy.deepcopy(getattr(base, f.name)) for f in dataclasses.fields(base)} if base else {}
+    blocks: dict[str, Any] = {}  # method name -> its settings block as given
     for key, value in data.items():
-        at = f"{where}:{lines[key]}" if lines and key in lines else where
+        at = _at(where, lines, key)
+        m = registry.REGISTRY.get(key)
+        if m is not None and m.settings is not None:
+            blocks[key] = value
+            continue
+        if registry.old_key(key):
+            raise ConfigError(f"{at}: '{key}' is now written '{registry.new_form(key, value)}' (a method's settings "
+                              "are a block under its name; see speechtl.adapt.registry)")
         if key not in hints:
-            close = [k for k in hints if k.startswith(key[:4])]
+            close = [k for k in [*hints, *registry.METHODS] if k.startswith(key[:4])]
             hint = f" (did you mean {', '.join(close)}?)" if close else ""
             raise ConfigError(f"{at}: unknown key '{key}'{hint}")
         values[key] = _coerce(key, value, hints[key], at)
         if key == "augment":  # nested blocks: checked (and defaults filled in) where their lines are known
             values[key] = AugmentConfig.from_dict(values[key], where, lines).to_dict()
+    method = values.get("method", "full")
+    if method not in registry.METHODS:
+        raise ConfigError(f"{_at(where, lines, 'method')}: 'method' must be one of {', '.join(METHODS)}, "
+                          f"got '{method}'")
+    for name in blocks:
+        if name != method:
+            raise ConfigError(f"{_at(where, lines, name)}: '{name}' is only used with method: {name} "
+                              f"(method is '{method}')")
+    start = values.get("settings") if base is not None and base.method == method else None
+    if method in blocks:
+        values["settings"] = _read_settings(registry.get(method), blocks[method], where, lines, start)
+    else:
+        values["settings"] = start  # None: the method's defaults
     cfg = TrainConfig(**values)
-    cfg.validate(where)
+    cfg.validate(where, lines)
     return cfg
 
 
 def load_config(path: str | os.PathLike | None, overrides: list[str] | None = None) -> TrainConfig:
-    """Load ``path`` (YAML) then apply ``key=value`` overrides (values parsed as YAML)."""
+    """Load ``path`` (YAML) then apply ``key=value`` overrides (values parsed as YAML).
+
+    A dotted key sets one key of a block: ``lora.rank=8``, ``augment.speed.prob=0.5``; the rest of the
+    block stays as the config has it.
+    """
     cfg = TrainConfig()
     if path is not None:
         path = Path(path)
@@ -250,9 +335,26 @@ def load_config(path: str | os.PathLike | None, overrides: list[str] | None = No
         data, lines = {}, {}
         for i, item in enumerate(overrides, 1):
             key, sep, raw = item.partition("=")
-            if not sep:
+            key = key.strip()
+            if not sep or not key:
                 raise ConfigError(f"override '{item}' must look like key=value")
-            data[key.strip()], lines[key.strip()] = yaml.safe_load(raw), i
+            value = yaml.safe_load(raw)
+            head, _, rest = key.partition(".")
+            lines[key] = i
+            if not rest:
+                data[key] = value
+                continue
+            lines.setdefault(head, i)
+            if head not in data:  # a mapping field starts from the config's own (a method's block merges later)
+                own = getattr(cfg, head, None) if head not in registry.REGISTRY else None
+                data[head] = copy.deepcopy(own) if isinstance(own, dict) else {}
+            node = data[head]
+            *parents, last = rest.split(".")
+            for part in parents:
+                node = node.setdefault(part, {}) if isinstance(node, dict) else node
+            if not isinstance(node, dict):
+                raise ConfigError(f"--set:{i}: '{key}': {key.rpartition('.')[0]} is not a mapping")
+            node[last] = value
         cfg = config_from_dict(data, "--set", lines, base=cfg)
     return cfg
 

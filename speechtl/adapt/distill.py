@@ -50,7 +50,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from speechtl.adapt.config import ADAPTER_METHODS, ConfigError, TrainConfig
+from speechtl.adapt.config import ConfigError, TrainConfig
+from speechtl.adapt.registry import ADAPTER_METHODS
 from speechtl.models.base import SpeechModel
 
 LOG = logging.getLogger("speechtl.adapt")

@@ -17,6 +17,9 @@ WiSE-FT (written before it scaled their updates correctly).
   term from A's random initialisation.
 - ``adapters``: each block's residual ``r(h)`` becomes ``alpha * r(h)``. Blending the bottleneck's
   weights would pass through its ReLU and change the function, not scale it.
+- ``dora``: refused (the config says so before training; see its entry in :mod:`speechtl.adapt.registry`).
+  DoRA's layer is ``m * (W0 + s * B @ A) / ||W0 + s * B @ A||`` row by row: its change is not linear in B,
+  and no DoRA adapter of the same rank gives ``W0 + alpha * (W' - W0)``.
 """
 
 from __future__ import annotations
@@ -25,8 +28,9 @@ import torch
 from torch import nn
 
 from speechtl.adapt.adapters import AdapterSet
-from speechtl.adapt.config import ADAPTER_METHODS
+from speechtl.adapt.config import ConfigError
 from speechtl.adapt.methods import TRAINED
+from speechtl.adapt.registry import ADAPTER_METHODS, get
 from speechtl.models.base import SpeechModel
 
 
@@ -38,8 +42,12 @@ def trainable_snapshot(module: nn.Module) -> dict[str, torch.Tensor]:
 def wise_base(model: SpeechModel, method: str) -> dict[str, torch.Tensor]:
     """What :func:`wise` needs kept from before training: the weights that will train (full/freeze).
 
-    An adapter method needs nothing: its base is the zero update it starts from.
+    An adapter method needs nothing: its base is the zero update it starts from. A method whose update
+    can't be scaled (dora) is refused here, before training, for a config made in Python (and so not
+    validated as a file is).
     """
+    if get(method).no_wise:
+        raise ConfigError(f"'wise_alpha' < 1 can't be used with method {method}: {get(method).no_wise}")
     return {} if method in ADAPTER_METHODS else trainable_snapshot(model.module)
 
 

@@ -1,11 +1,13 @@
-"""Adaptation methods: which parameters train, and what a run saves.
+"""Applying an adaptation method: which parameters train, and what a run saves.
+
+The methods and their settings are entries of :mod:`speechtl.adapt.registry`; this module applies them.
 
 - ``full`` trains every weight; ``freeze`` all but the named parts (from :meth:`SpeechModel.parts`,
   so this file never asks which family it holds; an unknown part is an error listing the known ones).
   Both save whole checkpoints.
-- ``lora`` (PEFT) and ``adapters`` (residual bottleneck) freeze the base and train a small adapter
-  (see :mod:`speechtl.adapt.adapters`); they save the adapter alone, with a card naming the base
-  and the SHA-256 of its weights.
+- The adapter methods (``lora`` and ``dora`` through PEFT, ``adapters``: residual bottlenecks) freeze the
+  base and train a small adapter built from the entry's spec (see :mod:`speechtl.adapt.adapters`); they
+  save the adapter alone, with a card naming the base and the SHA-256 of its weights.
 """
 
 from __future__ import annotations
@@ -17,8 +19,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from speechtl.adapt.adapters import AdapterSet, BottleneckSpec, LoraSpec
-from speechtl.adapt.config import ADAPTER_METHODS, ConfigError, TrainConfig
+from speechtl.adapt.adapters import AdapterSet
+from speechtl.adapt.config import ConfigError, TrainConfig
+from speechtl.adapt.registry import ADAPTER_METHODS
 from speechtl.data.manifest import Utterance
 from speechtl.models.base import SpeechModel
 
@@ -48,13 +51,6 @@ def prepare_base(model: SpeechModel, cfg: TrainConfig) -> None:
         AdapterSet.of(model)
 
 
-def _spec(model: SpeechModel, cfg: TrainConfig) -> LoraSpec | BottleneckSpec:
-    if cfg.method == "lora":
-        return LoraSpec(rank=cfg.lora_rank, alpha=cfg.lora_alpha, dropout=cfg.lora_dropout,
-                        targets=tuple(cfg.lora_targets), stacks=tuple(cfg.lora_stacks))
-    return BottleneckSpec(size=cfg.adapter_size, stacks=tuple(cfg.adapter_stacks))
-
-
 def _expand(name: str, parts: dict[str, Any]) -> list[str]:
     """``encoder.layers.:N`` names the first N layers of a stack; any other name stands for itself."""
     m = re.fullmatch(r"(\w+)\.layers\.:(\d+)", name)
@@ -76,16 +72,16 @@ def apply_method(model: SpeechModel, cfg: TrainConfig, vocabulary: str = "kept")
                               "vocabulary covers the text")
         adapters = AdapterSet.of(model)
         try:
-            adapters.add(TRAINED, _spec(model, cfg))
+            adapters.add(TRAINED, cfg.entry.build_spec(cfg.settings))
         except ValueError as e:
             raise ConfigError(f"method '{cfg.method}': {e}") from e
         adapters.train_only(TRAINED)
     else:
         for p in model.module.parameters():
             p.requires_grad_(True)
-    if cfg.method == "freeze":
+    if cfg.frozen:
         parts = model.parts()
-        names = [n for name in cfg.freeze for n in _expand(name, parts)]
+        names = [n for name in cfg.frozen for n in _expand(name, parts)]
         unknown = [name for name in names if name not in parts]
         if unknown:
             raise ConfigError(f"freeze: unknown part(s) {unknown}; this {model.family} model has: {sorted(parts)} "
@@ -96,9 +92,9 @@ def apply_method(model: SpeechModel, cfg: TrainConfig, vocabulary: str = "kept")
     counts = {"trainable_parameters": model.num_parameters(trainable_only=True),
               "total_parameters": model.num_parameters()}
     if counts["trainable_parameters"] == 0:
-        raise ConfigError(f"method '{cfg.method}' with freeze {cfg.freeze} leaves nothing to train")
+        raise ConfigError(f"method '{cfg.method}' with freeze {cfg.frozen} leaves nothing to train")
     LOG.info("method %s%s: %d of %d parameters trainable (%.2f%%)", cfg.method,
-             f" (frozen: {', '.join(cfg.freeze)})" if cfg.freeze else "", counts["trainable_parameters"],
+             f" (frozen: {', '.join(cfg.frozen)})" if cfg.frozen else "", counts["trainable_parameters"],
              counts["total_parameters"], 100 * counts["trainable_parameters"] / counts["total_parameters"])
     return counts
 

@@ -30,6 +30,7 @@ from typing import Any
 
 import yaml
 
+from speechtl.adapt import registry
 from speechtl.adapt.config import TrainConfig
 from speechtl.data.manifest import Utterance
 from speechtl.errors import SpeechtlError
@@ -157,8 +158,9 @@ def _show(value: Any) -> str:
 
 def config_changes(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
     """``key old -> new`` for each config key (nested ones dotted, ``augment.speed.prob``) that differs,
-    operational keys aside; an old config's missing keys count as their defaults."""
-    a = _flat(keyed_config({**TrainConfig().to_dict(), **old}))
+    operational keys aside; an old config's missing keys count as their defaults, and its flat method keys
+    (``lora_rank``, from before the method blocks) are read as the block they now are."""
+    a = _flat(keyed_config({**TrainConfig().to_dict(), **registry.upgrade(old)}))
     b = _flat(keyed_config(new))
     keys = [*b, *(k for k in a if k not in b)]
     return [f"{k} {_show(a.get(k, _UNSET))} -> {_show(b.get(k, _UNSET))}" for k in keys

@@ -7,7 +7,7 @@ Experiment dir layout::
     train.log            everything logged             history.jsonl one line per log/eval event
     checkpoint/          latest resumable state (model, optimiser, scheduler, RNG, position)
     best/                model with the best dev WER   model/        the final model (= best)
-                         (lora/adapters: best/ and model/ are adapter dirs: the adapter and its card)
+                         (adapter methods: best/ and model/ are adapter dirs: the adapter and its card)
     summary.json         written last: a run without it is unfinished and resumes
 
 Data order is a pure function of (seed, epoch), and the checkpoint stores the batch position,
@@ -344,7 +344,7 @@ def train(model: SpeechModel, train_utts: Sequence[Utterance], out_dir: str | Pa
                "dev_general": cfg.dev_general or None, "best_step": state["best_step"], "train_utterances": len(utts),
                "train_hours": data["hours"], "train_speakers": data["speakers"], "train_accents": data["accents"],
                "utterances_per_step": per_update * cfg.grad_accum, "seconds": round(time.perf_counter() - t0, 1),
-               "method": cfg.method, "frozen": cfg.freeze, "vocabulary": vocabulary, **counts,
+               "method": cfg.method, **cfg.method_block(), "vocabulary": vocabulary, **counts,
                "base_model": model.source, "peak_memory_bytes": _peak_memory(accelerator.device), **controls}
     if main:
         if state["best_step"] is not None:

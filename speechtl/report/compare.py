@@ -61,7 +61,7 @@ class System:
     @property
     def method(self) -> str:
         if self.kind == "adapted" and self.train:
-            frozen = self.train.get("frozen")
+            frozen = self.train.get("freeze") or self.train.get("frozen")  # "frozen": older summaries
             return f"{self.train.get('method')}" + (f" (frozen: {', '.join(frozen)})" if frozen else "")
         return {"base": "none (base model)", "external": "external"}.get(self.kind, self.kind)
 

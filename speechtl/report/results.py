@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from speechtl.adapt.registry import REGISTRY
 from speechtl.errors import ResultsError, UsageError
 from speechtl.evaluate.analysis import align_rows, op_counts, top_items, write_ops, write_per_spk
 from speechtl.evaluate.stats import BootstrapConfig, ForgettingScore, forgetting_score, kaldi_bootci
@@ -371,8 +372,7 @@ def _gib(n: int | None) -> str:
 
 
 #: What WiSE-FT scales, per method (see speechtl.adapt.merge).
-_UPDATE = {"full": "(adapted − base) weights", "freeze": "(adapted − base) weights",
-           "lora": "each LoRA update B·A", "adapters": "each bottleneck adapter's residual output"}
+_UPDATE = {m.name: m.update for m in REGISTRY.values() if m.update}
 
 
 def _general(wer: float | None) -> str:
@@ -415,7 +415,8 @@ def _control_lines(train: dict) -> list[str]:
 def train_lines(train: dict) -> list[str]:
     t, n = train.get("trainable_parameters"), train.get("total_parameters")
     params = f"{t:,} of {n:,} ({100 * t / n:.1f}%)" if t is not None and n else DASH
-    frozen = f", frozen: {', '.join(train['frozen'])}" if train.get("frozen") else ""
+    parts = train.get("freeze") or train.get("frozen")  # "frozen": summaries from before the method blocks
+    frozen = f", frozen: {', '.join(parts)}" if parts else ""
     best = train.get("best_dev_wer")
     return ["## Adaptation", "",
             f"- base model: `{train.get('base_model')}`",
