@@ -10,7 +10,12 @@ Makes ``--n`` short espeak-ng en-us utterances, then times, on the same warm pro
     at ``--compute-type`` float32 and int8, and, on that same converted model, faster-whisper's own
     ``WhisperModel.transcribe`` (one utterance a call) and ``BatchedInferencePipeline`` (the
     utterances as clips of one stream, batches of 16), both greedy as speechtl decodes, float32 and int8
-    (``--no-ctranslate2`` leaves these rows out).
+    (``--no-ctranslate2`` leaves these rows out);
+  * speechtl, and its CTranslate2 backend, at ``--audio-context dynamic`` (the margin the model was saved
+    with, else the default): the speed a model adapted at dynamic context decodes at. For a pretrained
+    model its WER there is the un-adapted cost of the cut context (benchmarks/audio_context.py measures
+    that per margin); ``--model EXP_MODEL_DIR`` of a model adapted at dynamic context gives the real
+    figure, its other speechtl rows then decoding at full context, as the pipeline does.
 The pipeline decodes Whisper with a beam of 5 by default, speechtl greedily; both are also timed with
 the other's decoding, so the ratio is shown like for like too. Each default timing is the best of
 ``--repeats``. Writes ``benchmarks/results/eval_speed.{json,md}``: the
@@ -76,6 +81,7 @@ def main() -> None:
     from transformers import pipeline
 
     model = load_model(args.model, device="cpu")
+    model.configure(audio_context="full")  # like for like with the pipeline, even for a model adapted at dynamic
     model_dir = args.model if Path(args.model).is_dir() else str(resolve_local_for(args.model, model))
     with tempfile.TemporaryDirectory() as tmp:
         utts = make_utterances(args.n, Path(tmp))
@@ -95,10 +101,14 @@ def main() -> None:
         pipe_greedy = {u.id: o["text"].strip() for u, o in zip(utts, out_g, strict=True)}
         ref_hyps = ctranslate2_reference(args.model, model, audios, utts)
         ct2_rows = {} if args.no_ctranslate2 else ctranslate2_rows(model, utts, audios, args.repeats)
+        dyn_rows = dynamic_rows(model, utts, args.repeats, ctranslate2=not args.no_ctranslate2)
+        t_dyn, ours_dyn = dyn_rows.pop("speechtl_dynamic")
+        ct2_rows.update(dyn_rows)
     norm = normalizer_for("en")
     wer = {name: score_hypotheses(utts, h)[1].wer.rate
            for name, h in (("pipeline", pipe_hyps), ("speechtl", ours), ("speechtl_batch1", ours_b1),
                            ("pipeline_greedy", pipe_greedy), (f"speechtl_beam{beams}", ours_beam),
+                           ("speechtl_dynamic", ours_dyn),
                            *((name, h) for name, (_, h) in ct2_rows.items()))}
     diff = [u.id for u in utts if norm(pipe_hyps[u.id]) != norm(ours[u.id])]
     diff_raw = [u.id for u in utts if pipe_hyps[u.id] != ours[u.id]]
@@ -106,7 +116,9 @@ def main() -> None:
         "model": model.source, "utterances": len(utts), "audio_seconds": round(sum(u.duration for u in utts), 2),
         "repeats": args.repeats, "threads": torch.get_num_threads(),
         "seconds": {"pipeline": round(t_pipe, 3), "speechtl": round(t_ours, 3), "speechtl_batch1": round(t_b1, 3),
-                    "pipeline_greedy": round(t_pipe_greedy, 3), f"speechtl_beam{beams}": round(t_ours_beam, 3)},
+                    "pipeline_greedy": round(t_pipe_greedy, 3), f"speechtl_beam{beams}": round(t_ours_beam, 3),
+                    "speechtl_dynamic": round(t_dyn, 3)},
+        "speechtl_dynamic_differ": {u.id: ours_dyn[u.id] for u in utts if ours_dyn[u.id] != ours[u.id]},
         "speedup_vs_pipeline": round(t_pipe / t_ours, 2),
         "speedup_same_decoding": {"greedy": round(t_pipe_greedy / t_ours, 2),
                                   f"beam{beams}": round(t_pipe / t_ours_beam, 2)},
@@ -174,7 +186,11 @@ def ctranslate2_rows(model, utts, audios, repeats: int) -> dict[str, tuple[float
     # the utterances as clips of one stream: how the batched pipeline takes many short inputs at once
     stream = np.concatenate(audios)
     ends = np.cumsum([len(a) for a in audios]) / 16000
-    clips = [{"start": float(e - len(a) / 16000), "end": float(e)} for a, e in zip(audios, ends, strict=True)]
+    # bounds half a sample in: faster-whisper truncates seconds * 16000 to int, and a bound a rounding error short
+    # of a whole sample would widen a clip by one, so the clips would add up to more than the stream (its assertion)
+    bounds = np.concatenate([[0], np.cumsum([len(a) for a in audios])]) + 0.5
+    clips = [{"start": float(b0 / 16000), "end": float(b1 / 16000)}
+             for b0, b1 in zip(bounds[:-1], bounds[1:], strict=True)]
     for compute in ("float32", "int8"):
         fw = faster_whisper.WhisperModel(str(ct2_dir), device="cpu", compute_type=compute, cpu_threads=threads)
 
@@ -199,6 +215,24 @@ def ctranslate2_rows(model, utts, audios, repeats: int) -> dict[str, tuple[float
         one_by_one()  # warm-up
         rows[f"faster_whisper_{compute}"] = best_of(repeats, one_by_one)
         rows[f"faster_whisper_batched_{compute}"] = best_of(repeats, in_batches)
+    return rows
+
+
+def dynamic_rows(model, utts, repeats: int, ctranslate2: bool) -> dict[str, tuple[float, dict[str, str]]]:
+    """speechtl (and the CTranslate2 backend) at ``audio_context: dynamic``, default margin: what a model adapted
+    at dynamic context decodes with. The model is pretrained, so its WER here is the cost of the cut context
+    un-adapted (see audio_context.md); the speed is the one an adapted model gets. Leaves the model at full."""
+    model.configure(audio_context="dynamic")
+    rows = {"speechtl_dynamic": best_of(repeats, lambda: transcribe_utterances(model, utts, DecodeOptions()))}
+    if ctranslate2:
+        from speechtl.models.ct2 import CT2Whisper
+
+        for compute in ("float32", "int8"):
+            backend = CT2Whisper.from_model(model, compute_type=compute, threads=torch.get_num_threads())
+            transcribe_utterances(backend, utts[:2], DecodeOptions())  # warm-up
+            rows[f"ctranslate2_dynamic_{compute}"] = best_of(repeats, lambda b=backend: transcribe_utterances(
+                b, utts, DecodeOptions()))
+    model.configure(audio_context="full")
     return rows
 
 
@@ -247,9 +281,16 @@ def write_markdown(path: Path, r: dict) -> None:
         f"| transformers pipeline, greedy (num_beams=1) | {s['pipeline_greedy']:.2f} | "
         f"{100 * r['wer']['pipeline_greedy']:.1f}% | |",
         f"| speechtl eval --beams {b} | {s[f'speechtl_beam{b}']:.2f} | {100 * r['wer'][f'speechtl_beam{b}']:.1f}% | |",
+        *([f"| speechtl eval --audio-context dynamic | "
+           f"{s['speechtl_dynamic']:.2f} | {100 * r['wer']['speechtl_dynamic']:.1f}% | |"]
+          if "speechtl_dynamic" in s else []),
         "", f"**Speed-up over the pipeline, each with its defaults: {r['speedup_vs_pipeline']:.2f}x.** "
         f"With the same decoding on both sides: greedy {r['speedup_same_decoding']['greedy']:.2f}x, beam {b} "
-        f"{r['speedup_same_decoding'][f'beam{b}']:.2f}x.", "",
+        f"{r['speedup_same_decoding'][f'beam{b}']:.2f}x."
+        + (f" At dynamic audio context (greedy): {s['pipeline_greedy'] / s['speechtl_dynamic']:.2f}x the greedy "
+           f"pipeline's speed; {len(r['speechtl_dynamic_differ'])} of {r['utterances']} transcripts differ from "
+           "speechtl's at full context."
+           if "speechtl_dynamic" in s else ""), "",
         f"The settings behind the differing transcripts: the pipeline decodes Whisper with a beam of {b} by default "
         f"(`{json.dumps(r['pipeline_settings']['generate_kwargs'])}`), speechtl greedily unless `--beams` is given. "
         f"With the same decoding, {r['differ_same_decoding']['greedy']} (greedy) and "
@@ -269,6 +310,9 @@ def write_markdown(path: Path, r: dict) -> None:
     if c.get("seconds"):
         labels = {"ctranslate2_float32": "speechtl eval --backend ctranslate2 (float32)",
                   "ctranslate2_int8": "speechtl eval --backend ctranslate2 --compute-type int8",
+                  "ctranslate2_dynamic_float32": "speechtl eval --backend ctranslate2 --audio-context dynamic",
+                  "ctranslate2_dynamic_int8": "speechtl eval --backend ctranslate2 --audio-context dynamic "
+                                              "--compute-type int8",
                   "faster_whisper_float32": "faster-whisper WhisperModel.transcribe, float32",
                   "faster_whisper_int8": "faster-whisper WhisperModel.transcribe, int8",
                   "faster_whisper_batched_float32": "faster-whisper BatchedInferencePipeline (16), float32",
