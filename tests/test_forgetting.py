@@ -47,9 +47,9 @@ def spy_on_collate(model):
     """Record every batch's (audios, texts) the trainer collates."""
     seen, real = [], model.collate
 
-    def collate(audios, texts=None):
+    def collate(audios, texts=None, langs=None):
         seen.append(([np.asarray(a).copy() for a in audios], list(texts)))
-        return real(audios, texts)
+        return real(audios, texts, langs)
 
     model.collate = collate
     return seen
