@@ -38,7 +38,8 @@ import torch
 from speechtl.data.corpora.espeak import find_espeak, read_sentences
 from speechtl.data.manifest import Utterance
 from speechtl.data.text import normalizer_for
-from speechtl.evaluate.decode import DecodeOptions, score_hypotheses, transcribe_utterances
+from speechtl.evaluate.decode import DecodeOptions, transcribe_utterances
+from speechtl.evaluate.evaldir import score_hypotheses
 from speechtl.features.audio import load_audio
 from speechtl.io import atomic_write, environment, write_json
 from speechtl.models import load_model, resolve_local

@@ -28,7 +28,8 @@ from collections import defaultdict
 from pathlib import Path
 
 from speechtl.data.manifest import read_manifest
-from speechtl.evaluate.external import match_ids, read_hypotheses, score_parallel, write_scored_dir
+from speechtl.evaluate.evaldir import EvalDir, score_parallel
+from speechtl.evaluate.external import match_ids, read_hypotheses
 from speechtl.evaluate.stats import BootstrapConfig, bootstrap_rate, paired_bootstrap, word_blocks
 from speechtl.io import atomic_write, environment, write_json
 from speechtl.report.analyse import analyse_set
@@ -85,9 +86,9 @@ def score_phases(manifest: Path, hyp: Path, out: Path, jobs: int, cfg: Bootstrap
                                                        match_ids(u, read_hypotheses(hyp), manifest, hyp)))
     t["normalise_align_count"], scored = timed(score_parallel, utts, hyps, "whisper", jobs)
     t["bootstrap_intervals"], _ = timed(bootstrap_rate, word_blocks(scored.rows), cfg.derive(out.name, "wer"))
-    t["write_files_with_intervals"], _ = timed(write_scored_dir, out, scored,
+    t["write_files_with_intervals"], _ = timed(EvalDir(out).write, scored,
                                                {"model": str(hyp), "manifest": str(manifest)}, cfg)
-    t["total"] = sum(t.values()) - t["bootstrap_intervals"]  # write_scored_dir computes the intervals again
+    t["total"] = sum(t.values()) - t["bootstrap_intervals"]  # EvalDir.write computes the intervals again
     return {k: round(v, 3) for k, v in t.items()}
 
 

@@ -41,7 +41,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 def dev_evaluator(utts, batch_size: int, max_utts: int = 0, desc: str = "dev"):
     """A closure that decodes the dev set and returns its WER; adapt calls it without knowing evaluate."""
-    from speechtl.evaluate.decode import DecodeOptions, score_hypotheses, transcribe_utterances
+    from speechtl.evaluate.decode import DecodeOptions, transcribe_utterances
+    from speechtl.evaluate.evaldir import score_hypotheses
 
     subset = utts[:max_utts] if max_utts else utts
 

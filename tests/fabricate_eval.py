@@ -12,7 +12,7 @@ import random
 from pathlib import Path
 
 from speechtl.data.manifest import Utterance
-from speechtl.evaluate.external import score_parallel, write_scored_dir
+from speechtl.evaluate.evaldir import EvalDir, score_parallel
 from speechtl.evaluate.stats import BootstrapConfig
 
 WORDS = ("the cat sat on a mat dog ran in park big small red green house tree boat sails at dawn bus was late "
@@ -55,8 +55,8 @@ def hypotheses(utts: list[Utterance], rates: dict[str, float], seed: int = 1) ->
 
 def write_eval(out_dir: Path, utts: list[Utterance], hyps: dict[str, str], model: str = "fabricated") -> Path:
     """An evaluation dir (hyp.jsonl, scores.json, per_utt, ...) as eval writes it."""
-    write_scored_dir(out_dir, score_parallel(utts, hyps), {"model": model, "manifest": "fabricated.jsonl"},
-                     BootstrapConfig(n_boot=50))
+    EvalDir(out_dir).write(score_parallel(utts, hyps), {"model": model, "manifest": "fabricated.jsonl"},
+                           BootstrapConfig(n_boot=50))
     return out_dir
 
 

@@ -12,7 +12,8 @@ from speechtl.adapt.config import TrainConfig
 from speechtl.adapt.methods import apply_method
 from speechtl.adapt.trainer import train
 from speechtl.data.manifest import read_manifest
-from speechtl.evaluate.decode import DecodeOptions, score_hypotheses, transcribe_utterances
+from speechtl.evaluate.decode import DecodeOptions, transcribe_utterances
+from speechtl.evaluate.evaldir import score_hypotheses
 from speechtl.features.audio import load_audio
 from speechtl.models import FAMILIES, load_model
 from speechtl.models.ctc import CTCASR

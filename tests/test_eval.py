@@ -22,6 +22,27 @@ def test_eval_writes_every_artefact(tiny_whisper, toy_manifest, tmp_path):
     assert (out / "wer").read_text().startswith("%WER ")
     assert (out / "per_utt").read_text().count("#csid") == 8
     assert not (out / ".hyp.partial.jsonl").exists()
+    # speechtl score on the same hypotheses writes the same evaluation dir: one writer (EvalDir) for both
+    scored = tmp_path / "sc"
+    assert run_cli("score", "--ref", toy_manifest, "--hyp", out / "hyp.jsonl", "--out", scored) == 0
+    for name in ("hyp.jsonl", "per_utt", "per_spk", "ops", "wer", "wer_bootci"):
+        assert (scored / name).read_bytes() == (out / name).read_bytes(), name
+    provenance = {"run_key", "model", "manifest", "hypotheses", "options", "decode_seconds"}
+    by_eval, by_score = (json.loads((d / "scores.json").read_text()) for d in (out, scored))
+    assert {k: v for k, v in by_eval.items() if k not in provenance} == \
+        {k: v for k, v in by_score.items() if k not in provenance}
+
+
+def test_scoring_text_never_imports_torch(toy_manifest, tmp_path):
+    import subprocess
+    import sys
+
+    hyp = tmp_path / "hyp.txt"
+    hyp.write_text("".join(f"{json.loads(line)['id']} some words\n" for line in toy_manifest.read_text().splitlines()))
+    args = ["score", "--ref", str(toy_manifest), "--hyp", str(hyp), "--out", str(tmp_path / "o")]
+    code = (f"import sys; from speechtl.cli import main; rc = main({args!r}); "
+            "assert rc == 0 and 'torch' not in sys.modules, sorted(m for m in sys.modules if 'torch' in m)[:3]")
+    subprocess.run([sys.executable, "-c", code], check=True)
 
 
 def test_eval_resumes_from_partial_and_skips_when_done(tiny_whisper, toy_manifest, tmp_path, monkeypatch):

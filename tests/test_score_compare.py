@@ -98,11 +98,12 @@ def test_hypotheses_with_a_byte_order_mark_and_crlf_read_like_plain_ones(corpus,
 
 def test_parallel_scoring_equals_serial(corpus, monkeypatch, tmp_path):
     utts, hyps, _ = corpus
-    from speechtl.evaluate.decode import score_hypotheses, write_per_utt
+    from speechtl.evaluate import evaldir
+    from speechtl.evaluate.evaldir import score_hypotheses, write_per_utt
 
-    monkeypatch.setattr(external, "PARALLEL_MIN_UTTS", 2)
-    par = external.score_parallel(utts, hyps, "whisper", jobs=2)
-    ser = external.score_parallel(utts, hyps, "whisper", jobs=1)
+    monkeypatch.setattr(evaldir, "PARALLEL_MIN_UTTS", 2)
+    par = evaldir.score_parallel(utts, hyps, "whisper", jobs=2)
+    ser = evaldir.score_parallel(utts, hyps, "whisper", jobs=1)
     rows, scores = score_hypotheses(utts, hyps, "whisper")
     assert par.rows == ser.rows == rows and par.scores.to_dict() == ser.scores.to_dict() == scores.to_dict()
     write_per_utt(rows, tmp_path / "per_utt")

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from fabricate_eval import hypotheses, make_utterances
 
-from speechtl.evaluate.decode import score_hypotheses
+from speechtl.evaluate.evaldir import score_hypotheses
 from speechtl.evaluate.stats import (
     BlockCounts,
     BootstrapConfig,

@@ -1,9 +1,8 @@
 """Transcribe a manifest in length-sorted batches and score it; resumable, and atomic at the end.
 
-Output directory (Kaldi ``score_kaldi_wer.sh`` in spirit, every artefact a file):
-``hyp.jsonl`` (per utterance: raw and normalised ref/hyp, counts), ``scores.json`` (corpus, per
-speaker, per accent), ``per_utt`` (Kaldi-style aligned ref/hyp/op), ``wer`` (one summary line).
-Hypotheses are appended to ``.hyp.partial.jsonl`` batch by batch, so a killed run resumes there.
+What it writes is an evaluation dir (:class:`~speechtl.evaluate.evaldir.EvalDir`, the same files
+``speechtl score`` writes from another recogniser's text). Hypotheses are appended to
+``.hyp.partial.jsonl`` batch by batch, so a killed run resumes there.
 """
 
 from __future__ import annotations
@@ -17,12 +16,11 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from speechtl.data.manifest import ManifestError, Utterance
-from speechtl.data.text import normalizer_for
 from speechtl.errors import UsageError
-from speechtl.evaluate.metrics import Scores, alignment, score_rows, word_counts
+from speechtl.evaluate.evaldir import EvalDir, score_parallel
 from speechtl.features.audio import load_utterance
 from speechtl.features.batching import sorted_batches
-from speechtl.io import atomic_write, progress, write_json, write_jsonl
+from speechtl.io import progress
 from speechtl.models import model_fingerprint
 from speechtl.models.base import SpeechModel
 
@@ -127,20 +125,6 @@ def transcribe_utterances(model: SpeechModel, utts: Sequence[Utterance], opts: D
     return done
 
 
-def score_hypotheses(utts: Sequence[Utterance], hyps: dict[str, str], normalizer: str = "whisper"
-                     ) -> tuple[list[dict], Scores]:
-    """Per-utterance rows (raw and normalised text, counts) and their scores."""
-    rows = []
-    for u in utts:
-        norm = normalizer_for(u.lang, normalizer)
-        ref_n, hyp_n = norm(u.text), norm(hyps[u.id])
-        c = word_counts(ref_n, hyp_n)
-        rows.append({"id": u.id, "speaker": u.speaker, "accent": u.accent, "lang": u.lang, "duration": u.duration,
-                     "ref": u.text, "hyp": hyps[u.id], "ref_norm": ref_n, "hyp_norm": hyp_n,
-                     "sub": c.sub, "del": c.dele, "ins": c.ins, "ref_words": c.ref})
-    return rows, score_rows(rows)
-
-
 def run_key(model_source: str, manifest: Path, opts: DecodeOptions, utts: Sequence[Utterance]) -> str:
     """Identifies what a decode depends on, so a resumed or skipped run is the same run."""
     options = asdict(opts)
@@ -161,50 +145,26 @@ def evaluate_manifest(model_source: str, load: Callable[[], SpeechModel], utts: 
 
     ``load`` is only called when there is decoding to do, so a finished stage re-runs in a blink.
     """
+    out = EvalDir(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     key = run_key(model_source, manifest, opts, utts)
-    scores_file = out_dir / "scores.json"
-    if scores_file.is_file() and not force:
-        prev = json.loads(scores_file.read_text())
+    if out.is_scored() and not force:
+        prev = out.read_scores()
         if prev.get("run_key") == key:
             LOG.info("%s: already scored with the same model, manifest and options; skipping", out_dir)
             return prev
-    partial = out_dir / ".hyp.partial.jsonl"
-    key_file = out_dir / ".hyp.partial.key"
-    if partial.exists() and (not key_file.is_file() or key_file.read_text() != key):
-        partial.unlink()
-    key_file.write_text(key)
+    if out.partial.exists() and (not out.partial_key.is_file() or out.partial_key.read_text() != key):
+        out.partial.unlink()
+    out.partial_key.write_text(key)
     model = load()
     t0 = time.perf_counter()
-    hyps = transcribe_utterances(model, utts, opts, partial, desc=out_dir.name)
+    hyps = transcribe_utterances(model, utts, opts, out.partial, desc=out_dir.name)
     elapsed = time.perf_counter() - t0
-    rows, scores = score_hypotheses(utts, hyps, opts.normalizer)
-    result = {"run_key": key, "model": model.source, "manifest": str(manifest), "utterances": len(rows),
-              "audio_seconds": round(sum(u.duration for u in utts), 2), "decode_seconds": round(elapsed, 2),
-              "options": asdict(opts), **scores.to_dict()}
-    write_jsonl(out_dir / "hyp.jsonl", rows)
-    write_per_utt(rows, out_dir / "per_utt")
-    w = scores.wer
-    with atomic_write(out_dir / "wer") as f:
-        f.write(f"%WER {100 * w.rate:.2f} [ {w.errors} / {w.ref}, {w.ins} ins, {w.dele} del, {w.sub} sub ]\n"
-                f"%CER {100 * scores.cer.rate:.2f}\n")
-    write_json(scores_file, result)
-    partial.unlink(missing_ok=True)
-    key_file.unlink(missing_ok=True)
-    LOG.info("%s: WER %.2f%% CER %.2f%% on %d utterances (%.1fs)", out_dir, 100 * w.rate,
-             100 * scores.cer.rate, len(rows), elapsed)
+    meta = {"run_key": key, "model": model.source, "manifest": str(manifest), "decode_seconds": round(elapsed, 2),
+            "options": asdict(opts)}
+    result = out.write(score_parallel(utts, hyps, opts.normalizer), meta)
+    out.partial.unlink(missing_ok=True)
+    out.partial_key.unlink(missing_ok=True)
+    LOG.info("%s: WER %.2f%% CER %.2f%% on %d utterances (%.1fs)", out_dir, 100 * result["wer"]["rate"],
+             100 * result["cer"]["rate"], result["utterances"], elapsed)
     return result
-
-
-def write_per_utt(rows: Sequence[dict], path: Path) -> None:
-    """Kaldi's ``per_utt``: aligned ref, hyp and op lines, then ``#csid`` counts, per utterance."""
-    with atomic_write(path) as f:
-        for r in rows:
-            al = alignment(r["ref_norm"], r["hyp_norm"])
-            cells = [(op, a or "***", b or "***") for op, a, b in al]
-            width = [max(len(a), len(b)) for _, a, b in cells]
-            for label, col in (("ref  ", 1), ("hyp  ", 2), ("op   ", 0)):
-                f.write(f"{r['id']} {label}" + " ".join(c[col].ljust(n) for c, n in zip(cells, width, strict=True))
-                        + "\n")
-            ops = [op for op, _, _ in al]
-            f.write(f"{r['id']} #csid {ops.count('C')} {ops.count('S')} {ops.count('I')} {ops.count('D')}\n")

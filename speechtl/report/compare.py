@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from speechtl.errors import ResultsError, UsageError
+from speechtl.evaluate.evaldir import EvalDir
 from speechtl.evaluate.stats import (
     BootstrapConfig,
     Estimate,
@@ -72,7 +73,7 @@ def _load_sets(d: Path) -> dict[str, EvalSet]:
         s = load_eval_set(p) if p.is_dir() else None
         if s is not None:
             if s.rows is None:
-                raise ResultsError(f"{p / 'hyp.jsonl'} not found: compare needs the per-utterance rows of every set")
+                raise ResultsError(f"{EvalDir(p).hyp} not found: compare needs the per-utterance rows of every set")
             sets[p.name] = s
     return sets
 
@@ -97,10 +98,10 @@ def discover(spec: str) -> list[System]:
         if not out:
             raise ResultsError(f"{path}/eval: no <set>/scores.json under eval/before or eval/after")
         return out
-    if (path / "scores.json").is_file():
+    if EvalDir(path).is_scored():
         s = load_eval_set(path)
         if s is None or s.rows is None:
-            raise ResultsError(f"{path / 'hyp.jsonl'} not found: compare needs the per-utterance rows")
+            raise ResultsError(f"{EvalDir(path).hyp} not found: compare needs the per-utterance rows")
         return [System(label or path.resolve().parent.name, {path.name: s}, "external", path)]
     if sets := _load_sets(path):
         return [System(name, sets, "external", path)]

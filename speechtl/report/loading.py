@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from speechtl.errors import ResultsError
+from speechtl.evaluate.evaldir import EvalDir
 
 ROW_KEYS = ("id", "speaker", "ref_norm", "hyp_norm", "sub", "del", "ins", "ref_words")
 IDS_SHOWN = 10
@@ -55,15 +56,15 @@ def read_rows(path: Path) -> list[dict]:
 
 def load_eval_set(d: Path) -> EvalSet | None:
     """The evaluation in ``d``, or None when ``d`` has no ``scores.json``."""
-    f = d / "scores.json"
+    ev = EvalDir(d)
+    f = ev.scores
     if not f.is_file():
         return None
     try:
         scores = json.loads(f.read_text(encoding="utf-8"))
     except json.JSONDecodeError as e:
         raise ResultsError(f"{f}:{e.lineno}: not valid JSON ({e.msg}); re-run the evaluation of this set") from None
-    hyp = d / "hyp.jsonl"
-    return EvalSet(d, scores, read_rows(hyp) if hyp.is_file() else None)
+    return EvalSet(d, scores, read_rows(ev.hyp) if ev.hyp.is_file() else None)
 
 
 def _listed(ids: list[str]) -> str:

@@ -25,6 +25,7 @@ from typing import Any
 from speechtl.adapt.registry import REGISTRY
 from speechtl.errors import ResultsError, UsageError
 from speechtl.evaluate.analysis import align_rows, op_counts, top_items, write_ops, write_per_spk
+from speechtl.evaluate.evaldir import EvalDir
 from speechtl.evaluate.stats import BootstrapConfig, ForgettingScore, forgetting_score, kaldi_bootci
 from speechtl.io import atomic_write, environment, write_json
 from speechtl.report.analyse import SetAnalysis, analyse_set
@@ -98,7 +99,7 @@ def collect(before_dir: Path, after_dir: Path, roles: dict[str, str] | None = No
     opts = opts or ReportOptions()
     roles = roles or {}
     names = sorted({p.name for d in (before_dir, after_dir) if d.is_dir() for p in d.iterdir()
-                    if (p / "scores.json").is_file()})
+                    if EvalDir(p).is_scored()})
     unknown = sorted(set(roles) - set(names))
     if unknown:
         raise UsageError(f"--role names test set(s) {unknown} that have no <set>/scores.json under {before_dir} or "
@@ -574,10 +575,10 @@ def write_scoring_files(out_dir: Path, results: list[TestSetResult]) -> None:
                 continue
             sd = d / label
             sd.mkdir(parents=True, exist_ok=True)
-            if (s.path / "per_utt").is_file():
-                shutil.copyfile(s.path / "per_utt", sd / "per_utt")
+            if EvalDir(s.path).per_utt.is_file():
+                shutil.copyfile(EvalDir(s.path).per_utt, sd / "per_utt")
             else:
-                from speechtl.evaluate.decode import write_per_utt
+                from speechtl.evaluate.evaldir import write_per_utt
 
                 write_per_utt(s.rows, sd / "per_utt")
             write_per_spk(s.rows, sd / "per_spk")
