@@ -62,7 +62,8 @@ def main() -> None:
     import torch
 
     from speechtl.data.manifest import read_manifest
-    from speechtl.evaluate.decode import DecodeOptions, score_hypotheses, transcribe_utterances
+    from speechtl.evaluate.decode import DecodeOptions, transcribe_utterances
+    from speechtl.evaluate.evaldir import score_hypotheses
     from speechtl.io import atomic_write, environment, write_json
     from speechtl.models import load_model
 

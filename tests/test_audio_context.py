@@ -91,3 +91,25 @@ def test_audio_context_override_refused_for_ctc(tiny_ctc, tmp_path):
     manifest = toy_corpus(tmp_path / "data", n=2)
     assert main(["eval", "--model", str(tiny_ctc), "--manifest", str(manifest), "--out", str(tmp_path / "e"),
                  "--audio-context", "dynamic"]) == 2
+
+
+def test_the_ctranslate2_backend_keeps_the_same_token_budget(tiny_whisper):
+    from speechtl.models.ct2 import CT2Whisper
+
+    model = load_model(str(tiny_whisper))
+    model.configure(audio_context="dynamic", audio_context_margin=1.0)
+    ct = CT2Whisper.from_model(model, compute_type="float32")
+    asked = {}
+
+    class Spy:  # CTranslate2's runtime is a C++ object: wrap it rather than patch it
+        def __init__(self, runtime):
+            self.runtime = runtime
+
+        def generate(self, *args, **kwargs):
+            asked.update(kwargs)
+            return self.runtime.generate(*args, **kwargs)
+
+    ct.runtime = Spy(ct.runtime)
+    batch = ct.collate([np.zeros(16000, np.float32)])
+    ct.transcribe(batch)
+    assert asked["max_length"] == 2 * model.token_budget(batch["input_features"].shape[-1])

@@ -425,7 +425,9 @@ class CT2Whisper:
         feats = np.ascontiguousarray(feats.float().numpy() if hasattr(feats, "numpy") else feats, dtype=np.float32)
         prompts = self.front.prompts(batch)
         prompt = prompts[0]
-        if max_new_tokens is None:  # transformers stops at max_length tokens, the prompt included
+        if max_new_tokens is None:  # as transformers decodes: the dynamic-context budget, else max_length in all
+            max_new_tokens = self.front.token_budget(feats.shape[-1])
+        if max_new_tokens is None:
             max_new_tokens = self.front.module.generation_config.max_length - len(prompt)
         # CTranslate2's Whisper generates at most max_length // 2 tokens (openai-whisper's sample_len is half
         # the text context), so twice the budget asks for exactly max_new_tokens.

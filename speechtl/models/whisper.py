@@ -291,10 +291,9 @@ class WhisperASR(SpeechModel):
             if "language_ids" in batch:  # each utterance its own (transformers takes a list, one per item)
                 names = {i: t[2:-2] for t, i in self.module.generation_config.lang_to_id.items()}
                 languages = [names[int(i)] for i in batch["language_ids"]]
-        if self.audio_context == "dynamic":
-            seconds = feats.shape[-1] / MEL_FRAMES_PER_SECOND
-            kwargs["max_new_tokens"] = min(self.module.config.max_target_positions - len(self.prefix_ids()),
-                                           math.ceil(seconds * TOKENS_PER_SECOND) + TOKEN_BUDGET_SLACK)
+        budget = self.token_budget(feats.shape[-1])
+        if budget is not None:
+            kwargs["max_new_tokens"] = budget
         kwargs.update(options)
         states = self.encode(feats, kwargs.pop("encoder_batch_size", None))
         # Beam search over a whole batch on CPU was 4x slower than one utterance at a time (10 utterances,
@@ -309,6 +308,15 @@ class WhisperASR(SpeechModel):
             seqs = out.sequences if hasattr(out, "sequences") else out
             texts += [t.strip() for t in self.tokenizer.batch_decode(seqs, skip_special_tokens=True)]
         return texts
+
+    def token_budget(self, mel_frames: int) -> int | None:
+        """At dynamic context, the most tokens to generate for ``mel_frames`` of input (see
+        :data:`TOKENS_PER_SECOND`); None at full context (generation's own limit). Both backends use it."""
+        if self.audio_context != "dynamic":
+            return None
+        seconds = mel_frames / MEL_FRAMES_PER_SECOND
+        return min(self.module.config.max_target_positions - len(self.prefix_ids()),
+                   math.ceil(seconds * TOKENS_PER_SECOND) + TOKEN_BUDGET_SLACK)
 
     def target_text(self, text: str) -> str:
         """Sentence case and end punctuation, as Whisper writes, for an all-capitals unpunctuated transcript
