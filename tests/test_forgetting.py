@@ -180,6 +180,25 @@ def test_replay_and_augmentation_reach_training_and_resume_exactly(tiny_whisper,
         torch.testing.assert_close(v, ref[k], rtol=1e-5, atol=1e-6, msg=k)
 
 
+def test_dev_audio_is_decoded_as_recorded_while_training_audio_is_augmented(tiny_whisper, toy_manifest, tmp_path):
+    from speechtl.cli import dev_evaluator
+
+    utts = read_manifest(toy_manifest)
+    model = load_model(str(tiny_whisper))
+    decoded, real = [], model.collate
+
+    def collate(audios, texts=None, *rest, **kw):
+        if texts is None:  # decoding: the dev evaluation
+            decoded.extend(np.asarray(a).copy() for a in audios)
+        return real(audios, texts, *rest, **kw)
+
+    model.collate = collate
+    c = cfg(max_steps=2, eval_every=1, augment={"volume": {"gain_db": [6.0, 6.0]}})
+    train(model, utts, tmp_path / "run", c, dev_evaluator(utts[:3], 4))
+    clean = [load_utterance(u, 16000) for u in utts[:3]]
+    assert len(decoded) >= 3 and all(any(np.array_equal(d, x) for x in clean) for d in decoded)
+
+
 # -- configuration ---------------------------------------------------------------------------------------
 
 def test_bad_augment_block_names_file_and_line(tmp_path):
