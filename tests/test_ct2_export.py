@@ -58,7 +58,7 @@ def greedy_ids(model, batch):
     """The transformers model's greedy tokens after the forced prompt, up to (without) <|endoftext|>.
 
     The encoder runs first, as in WhisperASR.transcribe: given bare features, transformers' generate pads
-    them to 30 s, whatever the model's audio context.
+    them to 30 s, whatever the model's audio context; at dynamic context the token budget is transcribe's.
     """
     from transformers.modeling_outputs import BaseModelOutput
 
@@ -66,8 +66,10 @@ def greedy_ids(model, batch):
     prompt = model.prefix_ids()
     with torch.inference_mode():
         feats = batch["input_features"]
+        budget = model.token_budget(feats.shape[-1])  # at dynamic context, as WhisperASR.transcribe limits it
         out = model.module.generate(input_features=feats, num_beams=1, do_sample=False,
-                                    encoder_outputs=BaseModelOutput(last_hidden_state=model.encode(feats)))
+                                    encoder_outputs=BaseModelOutput(last_hidden_state=model.encode(feats)),
+                                    **({"max_new_tokens": budget} if budget is not None else {}))
     seqs = []
     for row in out.tolist():
         if row[:len(prompt)] == prompt:  # some transformers versions return the prompt too
