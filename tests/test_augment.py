@@ -300,3 +300,20 @@ def test_the_report_names_the_augmentation_and_forgetting_controls_a_run_used():
     assert "- augmentation of the training audio: speed (prob 1.0, factors [0.9, 1.0, 1.1])" in text
     plain = "\n".join(train_lines({**summary, "distill_weight": 0.0, "replay_per_batch": 0, "augment": {}}))
     assert "distillation" not in plain and "replay" not in plain and "augmentation" not in plain
+
+
+def test_fabricated_noise_and_rooms_feed_the_noise_and_reverb_augmentations(tmp_path):
+    from speechtl.data.corpora.fabricated_noise import T60S, prepare_fabricated_noise
+
+    assert main(["prepare", "fabricated_noise", "--out", str(tmp_path / "n")]) == 0
+    noise, rirs = read_manifest(tmp_path / "n" / "noise.jsonl"), read_manifest(tmp_path / "n" / "rirs.jsonl")
+    assert [u.id for u in noise] == ["noise-white", "noise-pink", "noise-brown", "noise-hum"]
+    assert [u.duration for u in rirs] == list(T60S)
+    again = prepare_fabricated_noise(tmp_path / "m")  # seeded: the same files again
+    assert (tmp_path / "m" / "noise" / "pink.wav").read_bytes() == (tmp_path / "n" / "noise" / "pink.wav").read_bytes()
+    assert set(again) == {"noise", "rirs"}
+    tone = sine(300.0)
+    noisy = augmenter({"noise": {"manifest": str(tmp_path / "n" / "noise.jsonl"), "prob": 1.0, "snr_db": [10, 10]}})
+    assert snr_db(tone, noisy(tone, "u", 0)) == pytest.approx(10.0, abs=0.01)
+    wet = augmenter({"reverb": {"manifest": str(tmp_path / "n" / "rirs.jsonl"), "prob": 1.0}})(tone, "u", 0)
+    assert wet.size == tone.size and not np.allclose(wet, tone)

@@ -37,7 +37,11 @@ def test_help_shows_the_recipe_settings_and_bad_options_fail_before_any_work(tmp
     assert not (tmp_path / "exp").exists()
 
 
-def test_configs_load_one_per_method_all_at_dynamic_audio_context():
+def test_configs_load_one_per_method_all_at_dynamic_audio_context(tmp_path, monkeypatch):
+    from speechtl.data.corpora.fabricated_noise import prepare_fabricated_noise
+
+    monkeypatch.chdir(tmp_path)  # where run.sh fabricates the noise that the noise conf names
+    prepare_fabricated_noise(tmp_path / "exp" / "noise")
     confs = {p.name: load_config(p) for p in sorted((RECIPE / "conf").glob("*.yaml"))}
     assert {"train_lora.yaml", "train_encoder.yaml", "train_adapters.yaml", "train_full.yaml",
             "gpu_whisper_small.yaml"} <= set(confs)

@@ -53,4 +53,6 @@ CORPORA: dict[str, Corpus] = {
     "svarah": _module_corpus("svarah", "Svarah: Indian English, 19 first languages (test only)"),
     "speechocean762": _module_corpus("speechocean762", "speechocean762: Mandarin-L1 English, adults and children"),
     "commonvoice": _module_corpus("commonvoice", "Common Voice English, filtered by self-reported accent"),
+    "fabricated_noise": _module_corpus("fabricated_noise", "stand-in noise recordings and room impulse responses for "
+                                                           "the noise/reverb augmentations (offline, seeded)"),
 }
