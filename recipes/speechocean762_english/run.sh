@@ -16,9 +16,6 @@ methods="lora_distill03"
 general=../../../shared/data/vctk_p239/manifest.jsonl  # real native speech (VCTK p239) for the forgetting
 [ -f "$general" ] || general=""                        # check, when this checkout has it beside it
 
-# Stand-in noise and impulse responses for confs with augment noise/reverb (no noise corpus offline): seconds.
-[ -f exp/noise/noise.jsonl ] || speechtl prepare fabricated_noise --out exp/noise > /dev/null
-
 exec ../TEMPLATE/methods.sh \
   --model openai/whisper-tiny.en \
   --methods "$methods" \

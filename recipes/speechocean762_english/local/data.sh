@@ -5,3 +5,5 @@
 set -euo pipefail
 [ $# -eq 1 ] || { echo "usage: $0 DATA_DIR" >&2; exit 2; }
 speechtl prepare speechocean762 --src "${SPEECHOCEAN762_DIR:-mispeech/speechocean762}" --age-groups --out "$1"
+# Stand-in noise and room impulse responses for conf/train_lora_distill03_noise.yaml (no noise corpus offline).
+[ -f exp/noise/noise.jsonl ] || speechtl prepare fabricated_noise --out exp/noise > /dev/null
