@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import codecs
 import contextlib
+import hashlib
 import json
 import logging
 import os
@@ -272,3 +273,12 @@ def environment() -> dict[str, Any]:
         "speechtl_git": git,
         "argv": sys.argv,
     }
+
+
+def file_sha256(path: str | os.PathLike, chunk: int = 1 << 22) -> str:
+    """SHA-256 of a file's bytes, read in chunks (model weights can be gigabytes)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()

@@ -35,7 +35,6 @@ Example (in a product)::
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -51,7 +50,7 @@ from torch import nn
 from speechtl import __version__
 from speechtl.adapt import bottleneck
 from speechtl.errors import SpeechtlError
-from speechtl.io import atomic_write, write_json
+from speechtl.io import atomic_write, file_sha256, write_json
 from speechtl.models.base import SpeechModel, weights_sha256
 
 LOG = logging.getLogger("speechtl.adapt.adapters")
@@ -490,10 +489,3 @@ def fold_stacked(model: SpeechModel, path: Path, card: Mapping[str, Any], check_
         aset.load(f"_stacked{i}", sub, check_base=check_base)
         aset.merge(f"_stacked{i}")
 
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()

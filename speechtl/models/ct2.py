@@ -29,6 +29,7 @@ from typing import Any
 import numpy as np
 
 from speechtl.errors import SpeechtlError, UsageError
+from speechtl.io import file_sha256
 
 LOG = logging.getLogger("speechtl.models.ct2")
 
@@ -179,14 +180,6 @@ def whisper_state_dict(v: dict[str, np.ndarray]) -> tuple[dict[str, np.ndarray],
         "max_target_positions": int(sd["model.decoder.embed_positions.weight"].shape[0]),
     }
     return sd, sizes
-
-
-def file_sha256(path: str | os.PathLike, chunk: int = 1 << 22) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
-    return h.hexdigest()
 
 
 def convert_ct2_whisper(ct2_dir: str | os.PathLike, out_dir: str | os.PathLike) -> Path:
