@@ -23,12 +23,12 @@ import argparse
 import json
 import os
 import resource
-import subprocess
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
+from _child import run_child
 
 ROOT = Path(__file__).resolve().parents[1]
 SETTINGS = [("lora", False), ("lora", True), ("full", False), ("full", True)]
@@ -88,15 +88,12 @@ def child(args: argparse.Namespace) -> None:
                       "parameters": model.num_parameters()}))
 
 
-def run_child(args: argparse.Namespace, method: str, distill: bool) -> dict:
+def distill_cell(args: argparse.Namespace, method: str, distill: bool) -> dict:
     cmd = [sys.executable, __file__, "--child", "--method", method, "--n", str(args.n), "--batch-size",
            str(args.batch_size), "--steps", str(args.steps), "--weight", str(args.weight)]
     if distill:
         cmd.append("--distill")
-    res = subprocess.run(cmd, capture_output=True, text=True, check=False)
-    if res.returncode != 0:
-        sys.exit(f"{' '.join(cmd)} failed:\n{res.stderr[-3000:]}")
-    return json.loads(res.stdout.strip().splitlines()[-1])
+    return run_child(cmd)
 
 
 def main() -> None:
@@ -127,7 +124,7 @@ def main() -> None:
         for method, distill in SETTINGS:
             key = f"{method}, {'distill' if distill else 'plain'}"
             print(f"[{key}]", flush=True)
-            r = run_child(args, method, distill)
+            r = distill_cell(args, method, distill)
             if key not in best or r["step_cpu_s"] < best[key]["step_cpu_s"]:
                 best[key] = r
     result = {"n": args.n, "batch_size": args.batch_size, "steps": args.steps, "rounds": args.rounds,

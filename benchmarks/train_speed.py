@@ -27,10 +27,11 @@ import json
 import os
 import re
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
+
+from _child import run_child
 
 ROOT = Path(__file__).resolve().parents[1]
 MANIFEST = ROOT / "recipes" / "synthetic_caribbean" / "exp" / "try" / "data" / "train.jsonl"
@@ -168,15 +169,12 @@ def child(args: argparse.Namespace) -> None:
     print(json.dumps(cells))
 
 
-def run_child(args: argparse.Namespace, method: str) -> dict:
+def method_cell(args: argparse.Namespace, method: str) -> dict:
     cmd = [sys.executable, __file__, "--child", "--method", method, "--manifest", args.manifest,
            "--conf-dir", args.conf_dir, "--batches", str(args.batches), "--batch-size", str(args.batch_size),
            "--steps", str(args.steps), "--margin", str(args.margin), "--scale", args.scale,
            "--threads", str(args.threads)]
-    res = subprocess.run(cmd, capture_output=True, text=True, check=False)
-    if res.returncode != 0:
-        sys.exit(f"{' '.join(cmd)} failed:\n{res.stderr[-3000:]}")
-    return json.loads(res.stdout.strip().splitlines()[-1])
+    return run_child(cmd)
 
 
 def main() -> None:
@@ -208,7 +206,7 @@ def main() -> None:
     cells = {}
     for method in args.methods.split(","):
         print(f"[{method}]", flush=True)
-        for context, cell in run_child(args, method).items():
+        for context, cell in method_cell(args, method).items():
             cells[f"{method}/{context}"] = cell
     gpu = next(iter(cells.values()))["gpu"]
     peak = args.peak_tflops * 1e12 or next((v for k, v in PEAK_BF16.items() if gpu and k in gpu), None)
