@@ -27,6 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from speechtl.io import atomic_write, write_json
+from speechtl.report.loading import read_rows
 
 ROOT = Path(__file__).resolve().parents[1]
 EXP = ROOT / "recipes" / "speechocean762_english" / "exp" / "whisper_tiny_en"
@@ -35,7 +36,8 @@ MAX_TOKENS = 400  # a looping transcript is cut here: Whisper's decoder holds 44
 
 
 def rows(path: Path) -> dict[str, dict]:
-    return {r["id"]: r for r in map(json.loads, path.read_text(encoding="utf-8").splitlines())}
+    """An evaluation dir's hyp.jsonl rows by utterance id (read as report and compare read them)."""
+    return {r["id"]: r for r in read_rows(path)}
 
 
 def compression_ratio(text: str) -> float:
