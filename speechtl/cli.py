@@ -31,7 +31,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
                     len(utts))
         utts = kept
     opts = DecodeOptions(batch_size=args.batch_size, num_beams=args.beams, normalizer=args.normalizer,
-                         backend=args.backend, compute_type=args.compute_type, audio_context=args.audio_context)
+                         backend=args.backend, compute_type=args.compute_type, audio_context=args.audio_context,
+                         gate=args.gate)
     res = evaluate_manifest(args.model, lambda: load_for_eval(args.model, opts, device=args.device), utts,
                             Path(args.manifest), out, opts, force=args.force)
     print(f"{out}: WER {100 * res['wer']['rate']:.2f}%  CER {100 * res['cer']['rate']:.2f}%  "
@@ -73,12 +74,25 @@ def cmd_train(args: argparse.Namespace) -> int:
     if cfg.dev_general:
         general = dev_evaluator(read_manifest(cfg.dev_general), cfg.eval_batch_size, cfg.eval_max_utts,
                                 desc="general dev")
+    if cfg.gate and dev_utts is None:
+        raise UsageError("the config's gate is calibrated on the target dev set: give --dev")
     summary = train(model, train_utts, out, cfg, evaluator, general, train_manifest=args.train, dev_manifest=args.dev,
                     force=args.force)
     best = summary.get("best_dev_wer")
     print(f"{out}: trained {summary['steps']} steps ({summary['trainable_parameters']:,} of "
           f"{summary['total_parameters']:,} parameters)" + (f", best dev WER {100 * best:.2f}%" if best is not None
                                                              else ""))
+    if (cfg.gate or "gate" in summary) and int(os.environ.get("RANK", "0")) == 0:
+        from speechtl.adapt.config import GateConfig
+        from speechtl.evaluate.gate import gate_experiment
+
+        gate = gate_experiment(out, GateConfig.from_dict(cfg.gate) if cfg.gate else None, dev_utts or [],
+                               read_manifest(cfg.dev_general) if cfg.dev_general else None, cfg.eval_batch_size)
+        if gate is not None:
+            dev = gate["calibration"]["dev"]
+            print(f"{out}: gate at confidence {gate['threshold']:.3f} ({gate['calibration']['rule']}): "
+                  f"{dev['to_adapter']} of {dev['utterances']} dev utterances to the adapter; dev WER "
+                  f"{100 * dev['wer_gated']:.2f}% gated, {100 * dev['wer_adapter']:.2f}% adapter alone")
     return 0
 
 
@@ -265,6 +279,8 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--backend", default="transformers", choices=["transformers", "ctranslate2"],
                    help="decode with the transformers model, or with CTranslate2's runtime (the model, LoRA merged, "
                    "converted once and cached by its weights' hash; a CTranslate2 dir runs as it is)")
+    e.add_argument("--gate", default="", help="an adapter's confidence gate: as its card says (default), 'off' (the "
+                   "adapter decodes everything), or a threshold on the base model's mean token log-probability")
     e.add_argument("--compute-type", default="default",
                    help="ctranslate2 backend: int8, int8_float32, float16, float32 … (default: as stored, float32 for "
                    "a converted model)")

@@ -52,6 +52,7 @@ from speechtl.adapt import bottleneck
 from speechtl.errors import SpeechtlError
 from speechtl.io import atomic_write, file_sha256, write_json
 from speechtl.models.base import SpeechModel, weights_sha256
+from speechtl.models.gate import Gate
 
 LOG = logging.getLogger("speechtl.adapt.adapters")
 
@@ -244,6 +245,9 @@ class AdapterSet:
         dropped = [n for n, k in self.kinds.items() if k == "lora" and n != name]
         self.kinds = {n: k for n, k in self.kinds.items() if k != "lora"}
         self.peft, self.active = None, None
+        if self.model.gate is not None:  # the base it fell back on is gone
+            LOG.info("merged: the confidence gate of %s no longer applies (no base model to fall back on)", name)
+            self.model.gate = None
         # the weights are now base + this adapter: what adapters loaded or trained from here on are tied to
         path = self.paths.get(name)
         self.merged.append({"dir": path, "weights_sha256": file_sha256(path / WEIGHTS) if path else None})
@@ -454,8 +458,15 @@ def load(source: str | os.PathLike, adapters: Mapping[str, str | os.PathLike] | 
         source = card["base_model"]
     model = load_model(source, **kwargs)
     if own:  # the settings it was trained with (audio context…): the adapter is only right with them
-        model.configure(**card.get("model_settings", {}))
+        settings = card.get("model_settings", {})
+        model.base_settings = {k: getattr(model.module.config, k, None) for k in settings}
+        model.configure(**settings)
         fold_stacked(model, path, card, check_base)
+        if card.get("gate"):
+            try:
+                model.gate = Gate.from_dict(card["gate"], f"{path / CARD}: gate")
+            except ValueError as e:
+                raise AdapterError(str(e)) from e
     wanted = {**own, **{k: resolve_adapter_dir(v) for k, v in (adapters or {}).items()}}
     if wanted:
         aset = AdapterSet.of(model)

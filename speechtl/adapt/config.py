@@ -38,6 +38,58 @@ class ConfigError(SpeechtlError):
 
 
 @dataclass
+class GateConfig:
+    """How the confidence gate's threshold is chosen after training (:mod:`speechtl.models.gate`).
+
+    The threshold is on the base model's confidence in its own transcript; utterances under it go to the
+    adapter. Three ways to set it, most informed first:
+
+    - ``weight`` > 0 (needs ``dev_general``): the threshold that minimises ``(1 - w) * target dev WER +
+      w * general dev WER`` of the gated system, as ``select_weight`` chooses checkpoints;
+    - otherwise ``base_share``: the base model keeps at most this share of the *target* dev utterances, those
+      it is most confident of (the threshold is the ``1 - base_share`` quantile of its confidence there). It
+      needs no general speech: speech the base model is surer of than of most of the accent goes to the base;
+    - ``threshold``: a fixed value, no calibration.
+    """
+
+    base_share: float = 0.15
+    weight: float = 0.0
+    threshold: float | None = None
+    max_compression_ratio: float = 2.4
+
+    def problems(self) -> list[tuple[str, str]]:
+        out = []
+        if not 0.0 < self.base_share < 1.0:
+            out.append(("base_share", f"must lie in (0, 1), got {self.base_share}"))
+        if not 0.0 <= self.weight <= 1.0:
+            out.append(("weight", f"must lie in [0, 1], got {self.weight}"))
+        if not self.max_compression_ratio > 0:
+            out.append(("max_compression_ratio", f"must be positive, got {self.max_compression_ratio}"))
+        return out
+
+    @classmethod
+    def from_dict(cls, data: Any, where: str = "config", lines: dict[str, int] | None = None) -> GateConfig:
+        """Check a ``gate:`` mapping (every key, its type and range), naming ``where:line`` on error."""
+        if not isinstance(data, dict):
+            raise ConfigError(f"{_at(where, lines, 'gate')}: 'gate' must be a mapping (base_share, weight, threshold, "
+                              f"max_compression_ratio), got {type(data).__name__} {data!r}")
+        hints = typing.get_type_hints(cls)
+        values = {}
+        for key, value in data.items():
+            path = f"gate.{key}"
+            if key not in hints:
+                raise ConfigError(f"{_at(where, lines, path)}: unknown key '{path}' (gate has {', '.join(hints)})")
+            values[key] = _coerce(path, value, hints[key], _at(where, lines, path))
+        gate = cls(**values)
+        for key, msg in gate.problems():
+            raise ConfigError(f"{_at(where, lines, 'gate.' + key)}: 'gate.{key}' {msg}")
+        return gate
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+@dataclass
 class TrainConfig:
     """Every choice a training run makes; the resolved copy is written to the experiment dir."""
 
@@ -95,6 +147,10 @@ class TrainConfig:
     select_weight: float = field(default=0.0, metadata={
         "help": "w in [0, 1]: the best checkpoint minimises (1 - w) * target dev WER + w * general dev WER "
                 "(needs dev_general); 0 chooses on the target dev WER alone"})
+    gate: dict[str, Any] = field(default_factory=dict, metadata={
+        "help": "a confidence gate calibrated after training (adapter methods): the base model decodes first and "
+                "keeps the utterances it is sure of, the adapter takes the rest; {base_share, weight, threshold, "
+                "max_compression_ratio}, see speechtl.adapt.config.GateConfig; {} (default): no gate"})
 
     def __post_init__(self) -> None:
         """A method's settings default to its defaults; given as a mapping, they become its dataclass."""
@@ -169,6 +225,13 @@ class TrainConfig:
                                      "first or fix the path")
         if self.max_duration <= self.min_duration:
             raise bad("max_duration", "must be larger than min_duration")
+        if self.gate:
+            gate = GateConfig.from_dict(self.gate, where, lines)
+            if self.method not in ADAPTER_METHODS:
+                raise bad("gate", f"needs an adapter method ({', '.join(ADAPTER_METHODS)}): the gate falls back on "
+                                  f"the base model, which method {self.method} does not keep")
+            if gate.weight > 0 and not self.dev_general:
+                raise bad("gate", "weight > 0 weighs in the general dev WER: it needs dev_general")
         self._validate_forgetting_controls(bad)
 
     def _validate_forgetting_controls(self, bad: Callable[[str, str], ConfigError]) -> None:
@@ -292,6 +355,8 @@ def config_from_dict(data: dict[str, Any], where: str = "config", lines: dict[st
         values[key] = _coerce(key, value, hints[key], at)
         if key == "augment":  # nested blocks: checked (and defaults filled in) where their lines are known
             values[key] = AugmentConfig.from_dict(values[key], where, lines).to_dict()
+        if key == "gate" and values[key]:
+            values[key] = GateConfig.from_dict(values[key], where, lines).to_dict()
     method = values.get("method", "full")
     if method not in registry.METHODS:
         raise ConfigError(f"{_at(where, lines, 'method')}: 'method' must be one of {', '.join(METHODS)}, "

@@ -146,6 +146,13 @@ def export_ctranslate2(exp: str | Path, out: str | Path, quantization: str = "fl
         card.update(base_model=adapter.get("base_model"), base_sha256=adapter.get("base_sha256"),
                     adapter={"kind": adapter.get("kind"), "merged": True},
                     training_data=adapter.get("training_data"), name=adapter.get("name"), accent=adapter.get("accent"))
+        if adapter.get("gate"):  # a merged model has no base left to fall back on: say so, loudly and in the card
+            card["gate"] = {"applied": False, "threshold": adapter["gate"]["threshold"],
+                            "note": "the experiment decodes through a confidence gate (base model first); this model "
+                                    "is the adapter alone, whose WER is `speechtl eval --gate off`'s, not test_sets'"}
+            LOG.warning("%s: its confidence gate can't be exported to CTranslate2 (a merged model has no base to fall "
+                        "back on): the export is the adapter alone, as `speechtl eval --gate off` measures it",
+                        model_dir)
     else:
         accents = summary.get("train_accents") or {}
         card.update(training_data={"utterances": summary.get("train_utterances"), "hours": summary.get("train_hours"),

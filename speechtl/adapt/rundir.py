@@ -46,6 +46,9 @@ KEY_VERSION = 1
 #: Config keys that say how a run is carried out, not what it computes: a run resumes or is skipped whatever
 #: they are (data order does not depend on the workers; logging and saving do not touch the weights).
 OPERATIONAL_KEYS = ("num_workers", "log_every", "save_every")
+#: Config keys of what is done after training, to the trained model: ``gate`` is calibrated (again) on a finished
+#: run (:mod:`speechtl.evaluate.gate`), so changing it does not make the weights stale.
+AFTER_TRAINING_KEYS = ("gate",)
 #: What a run leaves that a run with other inputs would mix with or overwrite.
 OUTPUTS = ("summary.json", "checkpoint", "best", "model", "history.jsonl")
 #: Everything a run writes; ``--force`` moves the dir aside when any of them is there.
@@ -70,7 +73,7 @@ def _manifest(path: str | os.PathLike) -> dict[str, str]:
 def keyed_config(config: dict[str, Any]) -> dict[str, Any]:
     """The config as the key sees it: operational keys out, ``augment`` with its defaults filled in (an
     absent block and ``augment: {}`` are the same augmentation)."""
-    out = {k: v for k, v in config.items() if k not in OPERATIONAL_KEYS}
+    out = {k: v for k, v in config.items() if k not in OPERATIONAL_KEYS + AFTER_TRAINING_KEYS}
     try:
         out["augment"] = AugmentConfig.from_dict(out.get("augment") or {}).to_dict()
     except ValueError:  # a block this version no longer reads: it differs from any valid one

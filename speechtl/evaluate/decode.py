@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
@@ -43,6 +44,9 @@ class DecodeOptions:
     compute_type: str = "default"
     #: Whisper's audio context for this decode (``full`` | ``dynamic``); empty: as the model was saved.
     audio_context: str = ""
+    #: The confidence gate (:mod:`speechtl.models.gate`): empty: as the adapter's card says (none without one);
+    #: ``off``: the adapter decodes everything; a number: that threshold instead of the card's.
+    gate: str = ""
 
 
 def load_for_eval(source: str, opts: DecodeOptions, device: str | None = None):
@@ -55,7 +59,7 @@ def load_for_eval(source: str, opts: DecodeOptions, device: str | None = None):
     from speechtl import load_model
 
     if opts.backend == "transformers":
-        return with_audio_context(load_model(source, device=device), opts.audio_context)
+        return with_gate(with_audio_context(load_model(source, device=device), opts.audio_context), opts.gate)
     if opts.backend != "ctranslate2":
         raise UsageError(f"backend {opts.backend!r} unknown; choose one of {', '.join(BACKENDS)}")
     import torch
@@ -63,7 +67,12 @@ def load_for_eval(source: str, opts: DecodeOptions, device: str | None = None):
     from speechtl.adapt.export import merge_for_serving
     from speechtl.models.ct2 import CT2Whisper, is_ct2_dir
 
-    model = with_audio_context(merge_for_serving(load_model(source)), opts.audio_context)
+    loaded = with_gate(load_model(source), opts.gate)
+    if loaded.gate is not None:
+        raise UsageError(f"{source}: its adapter has a confidence gate (base model first, the adapter where the base "
+                         "is unsure), which a merged CTranslate2 model can't apply; decode with --backend "
+                         "transformers, or measure the merged model alone with --gate off")
+    model = with_audio_context(merge_for_serving(loaded), opts.audio_context)
     threads = torch.get_num_threads()  # as many as the transformers backend uses
     path = Path(source)
     if path.is_dir() and is_ct2_dir(path) and model.adapters is None:
@@ -81,6 +90,26 @@ def with_audio_context(model: SpeechModel, audio_context: str) -> SpeechModel:
     return model
 
 
+def with_gate(model: SpeechModel, gate: str) -> SpeechModel:
+    """``model`` with the gate ``gate`` asks for (``speechtl eval --gate``); empty: as its card says."""
+    from speechtl.models.gate import Gate
+
+    if gate == "off":
+        model.gate = None
+    elif gate:
+        try:
+            threshold = float(gate)
+        except ValueError as e:
+            raise UsageError(f"--gate must be 'off' or a threshold (a mean log-probability, e.g. -0.3), got {gate!r}") \
+                from e
+        if model.active_adapter is None:
+            raise UsageError(f"--gate {gate}: {model.source} has no adapter to route to (gating needs a LoRA or "
+                             "bottleneck adapter run, not a merged or fully fine-tuned model)")
+        old = model.gate
+        model.gate = Gate(threshold, old.max_compression_ratio) if old is not None else Gate(threshold)
+    return model
+
+
 def check_durations(utts: Sequence[Utterance], model: SpeechModel) -> None:
     limit = model.max_input_seconds
     too_long = [u for u in utts if limit is not None and u.duration > limit]
@@ -91,9 +120,17 @@ def check_durations(utts: Sequence[Utterance], model: SpeechModel) -> None:
 
 
 def transcribe_utterances(model: SpeechModel, utts: Sequence[Utterance], opts: DecodeOptions,
-                          partial: Path | None = None, desc: str = "decode") -> dict[str, str]:
-    """Hypotheses by utterance id; with ``partial``, finished batches survive a kill and are skipped."""
+                          partial: Path | None = None, desc: str = "decode",
+                          routes: dict[str, dict] | None = None) -> dict[str, str]:
+    """Hypotheses by utterance id; with ``partial``, finished batches survive a kill and are skipped.
+
+    A model with a gate (``model.gate``) decodes through it (:func:`speechtl.models.gate.route`); then
+    ``routes``, when given, receives each utterance's ``{"gate": "base" | "adapter", "confidence": c}``.
+    """
+    from speechtl.models.gate import route
+
     done: dict[str, str] = {}
+    extra: dict[str, dict] = routes if routes is not None else {}
     if partial is not None and partial.is_file():
         for line in partial.read_text(encoding="utf-8").splitlines():
             try:
@@ -101,21 +138,32 @@ def transcribe_utterances(model: SpeechModel, utts: Sequence[Utterance], opts: D
             except json.JSONDecodeError:
                 break  # a line cut by the kill: everything after it is redone
             done[row["id"]] = row["hyp"]
+            if "gate" in row:
+                extra[row["id"]] = {"gate": row["gate"], "confidence": row["confidence"]}
         LOG.info("resuming: %d of %d utterances already decoded in %s", len(done), len(utts), partial)
     todo = [u for u in utts if u.id not in done]
     check_durations(todo, model)
+    gate = getattr(model, "gate", None)  # a CTranslate2 backend has none
     sink = open(partial, "a", encoding="utf-8") if partial is not None else None
     try:
         with progress(total=len(todo), desc=desc, unit="utt", leave=False) as bar:
             for idx in sorted_batches([u.duration for u in todo], opts.batch_size):
                 batch_utts = [todo[i] for i in idx]
                 audios = [load_utterance(u, model.sampling_rate) for u in batch_utts]
-                batch = model.collate(audios, langs=[u.lang for u in batch_utts])
-                hyps = model.transcribe(batch, num_beams=opts.num_beams)
+                langs = [u.lang for u in batch_utts]
+                if gate is not None:
+                    routed = route(model, audios, gate, langs, num_beams=opts.num_beams)
+                    hyps = routed.texts
+                    for u, a, c in zip(batch_utts, routed.to_adapter, routed.confidence, strict=True):
+                        extra[u.id] = {"gate": "adapter" if a else "base",
+                                       "confidence": c if math.isfinite(c) else None}  # None: did not end
+                else:
+                    hyps = model.transcribe(model.collate(audios, langs=langs), num_beams=opts.num_beams)
                 for u, h in zip(batch_utts, hyps, strict=True):
                     done[u.id] = h
                     if sink:
-                        sink.write(json.dumps({"id": u.id, "hyp": h}, ensure_ascii=False) + "\n")
+                        sink.write(json.dumps({"id": u.id, "hyp": h, **extra.get(u.id, {})}, ensure_ascii=False)
+                                   + "\n")
                 if sink:
                     sink.flush()
                 bar.update(len(batch_utts))
@@ -132,6 +180,8 @@ def run_key(model_source: str, manifest: Path, opts: DecodeOptions, utts: Sequen
         del options["backend"], options["compute_type"]
     if not opts.audio_context:  # likewise for evaluations made before the override existed
         del options["audio_context"]
+    if not opts.gate:  # as the card says: the card is part of the model's fingerprint
+        del options["gate"]
     blob = json.dumps({"model": model_fingerprint(model_source), "manifest": str(manifest.resolve()),
                        "manifest_sha": hashlib.sha256(manifest.read_bytes()).hexdigest(),
                        "ids": hashlib.sha256("\n".join(u.id for u in utts).encode()).hexdigest(), **options},
@@ -158,11 +208,19 @@ def evaluate_manifest(model_source: str, load: Callable[[], SpeechModel], utts: 
     out.partial_key.write_text(key)
     model = load()
     t0 = time.perf_counter()
-    hyps = transcribe_utterances(model, utts, opts, out.partial, desc=out_dir.name)
+    routes: dict[str, dict] = {}
+    hyps = transcribe_utterances(model, utts, opts, out.partial, desc=out_dir.name, routes=routes)
     elapsed = time.perf_counter() - t0
     meta = {"run_key": key, "model": model.source, "manifest": str(manifest), "decode_seconds": round(elapsed, 2),
             "options": asdict(opts)}
-    result = out.write(score_parallel(utts, hyps, opts.normalizer), meta)
+    scored = score_parallel(utts, hyps, opts.normalizer)
+    if routes:  # each utterance's route and the base's confidence, in hyp.jsonl; the totals in scores.json
+        for row in scored.rows:
+            row.update(routes[row["id"]])
+        gate = model.gate
+        meta["gate"] = {"threshold": gate.threshold, "max_compression_ratio": gate.max_compression_ratio,
+                        "to_adapter": sum(r["gate"] == "adapter" for r in routes.values()), "utterances": len(utts)}
+    result = out.write(scored, meta)
     out.partial.unlink(missing_ok=True)
     out.partial_key.unlink(missing_ok=True)
     LOG.info("%s: WER %.2f%% CER %.2f%% on %d utterances (%.1fs)", out_dir, 100 * result["wer"]["rate"],

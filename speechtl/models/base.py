@@ -7,10 +7,11 @@
 from __future__ import annotations
 
 import abc
+import contextlib
 import hashlib
 import logging
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -98,6 +99,12 @@ class SpeechModel(abc.ABC):
     lora_targets: tuple[str, ...] = ()
     #: Named adapters, when :mod:`speechtl.adapt` has attached some (see :meth:`set_adapter`).
     adapters: AdapterControl | None = None
+    #: The confidence gate an adapter's card carries (:class:`speechtl.models.gate.Gate`): decoding through
+    #: :func:`speechtl.models.gate.route` keeps the base model's transcript where the base is sure of it.
+    gate: Any = None
+    #: The values the settings an adapter changed (its ``model_settings``) had on the base model, None where
+    #: the base had none: the gate decodes with these when the adapters are off.
+    base_settings: dict[str, Any] = {}
 
     @abc.abstractmethod
     def collate(self, audios: Sequence[np.ndarray], texts: Sequence[str] | None = None,
@@ -142,6 +149,12 @@ class SpeechModel(abc.ABC):
     @abc.abstractmethod
     def transcribe(self, batch: dict[str, torch.Tensor], **options: Any) -> list[str]:
         """Decoded text for a collated batch (no labels needed)."""
+
+    @abc.abstractmethod
+    def transcribe_scored(self, batch: dict[str, torch.Tensor], **options: Any) -> list[tuple[str, float]]:
+        """:meth:`transcribe`'s texts, each with the model's confidence in it: the mean log-probability per
+        output unit (Whisper: token, teacher-forced on its own transcript; CTC: frame, of the greedy path).
+        Comparable between utterances of one model, not between models; the confidence gate thresholds it."""
 
     def target_text(self, text: str) -> str:
         """``text`` as this model writes it, to train on (``target_style: model``); here unchanged.
@@ -200,6 +213,35 @@ class SpeechModel(abc.ABC):
             setattr(self.module.config, name, value)
         if checked:
             LOG.info("%s: %s", self.source, ", ".join(f"{k}={v}" for k, v in checked.items()))
+
+    def gate_limits(self, audios: Sequence[np.ndarray]) -> dict[str, int]:
+        """Upper bounds on decoding options for the confidence gate's base pass over ``audios`` (a family that can
+        run on past what is worth reading bounds it here; a transcript cut by a bound scores −inf); none here."""
+        return {}
+
+    @contextlib.contextmanager
+    def settings_as(self, values: Mapping[str, Any]) -> Iterator[None]:
+        """Run with these :attr:`settings` on the config (None: absent, the model's default), then restore them.
+
+        Unchecked on purpose: ``values`` are ones the config held before (:attr:`base_settings`).
+        """
+        config, missing = self.module.config, object()
+        saved = {k: getattr(config, k, missing) for k in values}
+
+        def put(k: str, v: Any) -> None:
+            if v is None or v is missing:
+                if k in config.__dict__:
+                    delattr(config, k)
+            else:
+                setattr(config, k, v)
+
+        for k, v in values.items():
+            put(k, v)
+        try:
+            yield
+        finally:
+            for k, v in saved.items():
+                put(k, v)
 
     # -- named adapters (NeMo's adapter mixin; PEFT's multi-adapter models) ----------------------------
     def _adapters(self) -> AdapterControl:

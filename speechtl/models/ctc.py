@@ -333,6 +333,14 @@ class CTCASR(SpeechModel):
         ``lm_alpha`` weighs the language model and ``lm_beta`` rewards each word (pyctcdecode's names and,
         when None, its defaults).
         """
+        return [t for t, _ in self.transcribe_scored(batch, num_beams, lm, lm_alpha, lm_beta, **options)]
+
+    @torch.inference_mode()
+    def transcribe_scored(self, batch: dict[str, torch.Tensor], num_beams: int = 1,
+                          lm: str | os.PathLike | None = None, lm_alpha: float | None = None,
+                          lm_beta: float | None = None, **options: Any) -> list[tuple[str, float]]:
+        """Texts as :meth:`transcribe` decodes them, each with the mean over its frames of the greedy path's
+        log-posterior (the network's own confidence, whatever a beam search and LM then make of it)."""
         if options:
             raise TypeError(f"unknown decoding option(s) {sorted(options)} for a CTC model; it takes num_beams, "
                             "lm, lm_alpha, lm_beta")
@@ -342,14 +350,17 @@ class CTCASR(SpeechModel):
         logits = self._forward(batch).float()
         logits[..., self._sentence_markers()] = float("-inf")
         lengths = self.output_lengths(batch, logits.shape[1]).tolist()
+        log_probs = nn.functional.log_softmax(logits, dim=-1)
+        best = log_probs.max(-1)
+        confidence = [float(best.values[i, :n].mean()) if n else 0.0 for i, n in enumerate(lengths)]
         if num_beams <= 1:
-            ids = logits.argmax(-1).cpu()
+            ids = best.indices.cpu()
             texts = [self.tokenizer.decode(ids[i, :n].tolist()) for i, n in enumerate(lengths)]
         else:
             decoder = self._beam_decoder(vocab, lm, lm_alpha, lm_beta)
-            log_probs = nn.functional.log_softmax(logits, dim=-1)[..., :len(vocab)].cpu().numpy()
-            texts = [decoder.decode(log_probs[i, :n], beam_width=num_beams) for i, n in enumerate(lengths)]
-        return [" ".join(t.split()) for t in texts]
+            lp = log_probs[..., :len(vocab)].cpu().numpy()
+            texts = [decoder.decode(lp[i, :n], beam_width=num_beams) for i, n in enumerate(lengths)]
+        return [(" ".join(t.split()), c) for t, c in zip(texts, confidence, strict=True)]
 
     def _sentence_markers(self) -> list[int]:
         """Ids of the tokenizer's ``<s>``/``</s>``, when its vocabulary has them (a vocabulary built here has not)."""

@@ -281,6 +281,30 @@ class WhisperASR(SpeechModel):
 
     @torch.inference_mode()
     def transcribe(self, batch: dict[str, torch.Tensor], num_beams: int = 1, **options: Any) -> list[str]:
+        return self._decode(batch, num_beams, **options)[0]
+
+    @torch.inference_mode()
+    def transcribe_scored(self, batch: dict[str, torch.Tensor], num_beams: int = 1,
+                          **options: Any) -> list[tuple[str, float]]:
+        """Texts, each with the mean log-probability of its tokens and ``<|endoftext|>`` (teacher-forced on the
+        encoder states the decode used: one decoder pass more, no second encoder pass)."""
+        texts, states, ended = self._decode(batch, num_beams, **options)
+        scores = self._self_scores(batch, states, texts)
+        # a transcript cut by the token limit never ended: the model is not sure of it, however likely its tokens
+        return [(t, c if e else -math.inf) for t, c, e in zip(texts, scores, ended, strict=True)]
+
+    def gate_limits(self, audios: Sequence[np.ndarray]) -> dict[str, int]:
+        """At most :data:`TOKENS_PER_SECOND` tokens a second of the longest input (plus slack) in the gate's base
+        pass: a base model that loops on an accent (tiny.en wrote 956 insertions on 1,629 words of children's
+        speech) would otherwise run to 448 tokens before the gate sends the utterance to the adapter anyway."""
+        seconds = max(len(a) for a in audios) / self.sampling_rate
+        return {"max_new_tokens": min(self.module.config.max_target_positions - len(self.prefix_ids()),
+                                      math.ceil(seconds * TOKENS_PER_SECOND) + TOKEN_BUDGET_SLACK)}
+
+    def _decode(self, batch: dict[str, torch.Tensor], num_beams: int = 1,
+                **options: Any) -> tuple[list[str], torch.Tensor, list[bool]]:
+        """Texts, the encoder states they were decoded from, and whether each ended (``<|endoftext|>``) before
+        the token limit."""
         from transformers.modeling_outputs import BaseModelOutput
 
         feats = batch["input_features"].to(self.device, dtype=next(self.module.parameters()).dtype)
@@ -300,6 +324,8 @@ class WhisperASR(SpeechModel):
         # beam 5: 87 s against 21 s, identical transcripts); greedy decoding gains from the batch.
         step = len(feats) if num_beams == 1 or feats.device.type == "cuda" else 1
         texts: list[str] = []
+        ended: list[bool] = []
+        eot = self.module.generation_config.eos_token_id
         for i in range(0, len(feats), step):
             if languages is not None:
                 kwargs["language"] = languages[i:i + step]
@@ -307,7 +333,24 @@ class WhisperASR(SpeechModel):
                                        encoder_outputs=BaseModelOutput(last_hidden_state=states[i:i + step]), **kwargs)
             seqs = out.sequences if hasattr(out, "sequences") else out
             texts += [t.strip() for t in self.tokenizer.batch_decode(seqs, skip_special_tokens=True)]
-        return texts
+            ended += (seqs == eot).any(-1).tolist()
+        return texts, states, ended
+
+    def _self_scores(self, batch: dict[str, torch.Tensor], states: torch.Tensor, texts: Sequence[str]) -> list[float]:
+        """Mean log-probability of each text's tokens (and end of text) given its encoder states.
+
+        The text is tokenised again from its decoded string, as a user's transcript would be; one that ran to
+        the decoder's length limit is cut to fit (it loops, which the gate's compression ratio catches).
+        """
+        room = self.module.config.max_target_positions - len(self.prefix_ids()) - 1
+        cut = [self.tokenizer.decode(self.tokenizer.encode(" " + (t or "."), add_special_tokens=False)[:room]).strip()
+               for t in texts]
+        labels = self._labels(cut, self.prompts(batch))
+        dec_in, target = labels["decoder_input_ids"].to(self.device), labels["labels"].to(self.device)
+        logits = self.module(encoder_outputs=(states,), decoder_input_ids=dec_in).logits.float()
+        logp = torch.log_softmax(logits, -1).gather(-1, target.clamp(min=0).unsqueeze(-1)).squeeze(-1)
+        mask = target != -100
+        return ((logp * mask).sum(1) / mask.sum(1)).tolist()
 
     def token_budget(self, mel_frames: int) -> int | None:
         """At dynamic context, the most tokens to generate for ``mel_frames`` of input (see

@@ -410,6 +410,18 @@ def _control_lines(train: dict) -> list[str]:
     for name, block in (train.get("augment") or {}).items():
         settings = ", ".join(f"{k} {v}" for k, v in block.items())
         lines.append(f"- augmentation of the training audio: {name} ({settings})")
+    gate = train.get("gate")
+    if gate:
+        cal = gate.get("calibration", {})
+        dev = cal.get("dev", {})
+        rule = {"base_share": f"the base keeps at most {100 * cal.get('config', {}).get('base_share', 0):g}% of the "
+                              "target dev set", "weighted": "weighted target and general dev WER",
+                "fixed": "fixed"}.get(cal.get("rule"), cal.get("rule"))
+        lines.append(f"- confidence gate: the base model decodes first and keeps an utterance when its mean token "
+                     f"log-probability is at least {gate['threshold']:.3f} ({rule}) and its text does not loop; "
+                     f"on the target dev set {dev.get('to_adapter')} of {dev.get('utterances')} went to the "
+                     f"adapter (dev WER {pct(dev.get('wer_gated'))}% gated, {pct(dev.get('wer_adapter'))}% adapter "
+                     "alone)")
     return lines
 
 
