@@ -52,7 +52,7 @@ def test_eval_resumes_from_partial_and_skips_when_done(tiny_whisper, toy_manifes
     calls = []
     real = decode.transcribe_utterances
 
-    def dying(model, utts, opts, partial=None, desc=""):
+    def dying(model, utts, opts, partial=None, desc="", **kw):
         # decode two batches, then die as a kill would
         orig = model.transcribe
 
@@ -63,7 +63,7 @@ def test_eval_resumes_from_partial_and_skips_when_done(tiny_whisper, toy_manifes
             return orig(batch, **kw)
 
         model.transcribe = once
-        return real(model, utts, opts, partial, desc)
+        return real(model, utts, opts, partial, desc, **kw)
 
     monkeypatch.setattr(decode, "transcribe_utterances", dying)
     with pytest.raises(KeyboardInterrupt):
@@ -83,6 +83,16 @@ def test_eval_resumes_from_partial_and_skips_when_done(tiny_whisper, toy_manifes
     mtime = (out / "scores.json").stat().st_mtime_ns
     assert run_cli("eval", "--model", tiny_whisper, "--manifest", toy_manifest, "--out", out, "--batch-size", 3) == 0
     assert (out / "scores.json").stat().st_mtime_ns == mtime  # already done: skipped
+    # scored under another normaliser version: scored again from hyp.jsonl, nothing decoded
+    scores = json.loads((out / "scores.json").read_text())
+    assert scores["normalizer_version"].startswith("whisper:")
+    (out / "scores.json").write_text(json.dumps({**scores, "normalizer_version": "whisper:0:older"}))
+    seen.clear()
+    assert run_cli("eval", "--model", tiny_whisper, "--manifest", toy_manifest, "--out", out, "--batch-size", 3) == 0
+    again = json.loads((out / "scores.json").read_text())
+    assert seen == [] and again["normalizer_version"] == scores["normalizer_version"]
+    assert {k: again[k] for k in ("run_key", "wer", "decode_seconds")} == {k: scores[k] for k in
+                                                                           ("run_key", "wer", "decode_seconds")}
 
 
 def bad_case(tmp_path, kind):

@@ -19,6 +19,26 @@ Normalizer = Callable[[str], str]
 #: write it) and "Don't" (as recognisers write it) are one word, which Whisper's normaliser alone would
 #: score as two errors ("don t" against "do not").
 APOSTROPHES = str.maketrans({"\u2019": "'", "\u2018": "'", "\u02bc": "'"})
+#: Bumped whenever what speechtl does around the normaliser changes (the apostrophe folding above…), so that
+#: scores made before are recomputed (:func:`normalizer_version`).
+REVISION = 1
+
+
+def normalizer_version(kind: str = "whisper") -> str:
+    """What a score's normalisation depends on: speechtl's own revision and the normaliser package's version.
+
+    Recorded with every score; an evaluation scored under another version is scored again from its
+    hypotheses (no decoding), since the same text normalised otherwise is another WER.
+    """
+    if kind != "whisper":
+        return f"{kind}:{REVISION}"
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        package = version("whisper-normalizer")
+    except PackageNotFoundError:
+        package = "unknown"
+    return f"whisper:{REVISION}:whisper-normalizer {package}"
 
 
 @cache

@@ -17,6 +17,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from speechtl.data.manifest import ManifestError, Utterance
+from speechtl.data.text import normalizer_version
 from speechtl.errors import UsageError
 from speechtl.evaluate.evaldir import EvalDir, score_parallel
 from speechtl.features.audio import load_utterance
@@ -173,6 +174,18 @@ def transcribe_utterances(model: SpeechModel, utts: Sequence[Utterance], opts: D
     return done
 
 
+def rescore(out: EvalDir, utts: Sequence[Utterance], prev: dict, normalizer: str) -> dict:
+    """Score an evaluation dir's hypotheses again under the current normaliser (same decode, no model needed)."""
+    rows = {r["id"]: r for r in map(json.loads, out.hyp.read_text(encoding="utf-8").splitlines())}
+    LOG.info("%s: scored under normaliser %s, now %s: scoring its hypotheses again", out.path,
+             prev.get("normalizer_version", "(unrecorded)"), normalizer_version(normalizer))
+    scored = score_parallel(utts, {u.id: rows[u.id]["hyp"] for u in utts}, normalizer)
+    for row in scored.rows:  # what decoding recorded beside the text (the gate's route) stays
+        row.update({k: rows[row["id"]][k] for k in ("gate", "confidence") if k in rows[row["id"]]})
+    keep = {k: prev[k] for k in ("run_key", "model", "manifest", "decode_seconds", "options", "gate") if k in prev}
+    return out.write(scored, {**keep, "normalizer_version": normalizer_version(normalizer)})
+
+
 def run_key(model_source: str, manifest: Path, opts: DecodeOptions, utts: Sequence[Utterance]) -> str:
     """Identifies what a decode depends on, so a resumed or skipped run is the same run."""
     options = asdict(opts)
@@ -198,11 +211,14 @@ def evaluate_manifest(model_source: str, load: Callable[[], SpeechModel], utts: 
     out = EvalDir(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     key = run_key(model_source, manifest, opts, utts)
+    version = normalizer_version(opts.normalizer)
     if out.is_scored() and not force:
         prev = out.read_scores()
-        if prev.get("run_key") == key:
+        if prev.get("run_key") == key and prev.get("normalizer_version") == version:
             LOG.info("%s: already scored with the same model, manifest and options; skipping", out_dir)
             return prev
+        if prev.get("run_key") == key and out.hyp.is_file():
+            return rescore(out, utts, prev, opts.normalizer)
     if out.partial.exists() and (not out.partial_key.is_file() or out.partial_key.read_text() != key):
         out.partial.unlink()
     out.partial_key.write_text(key)
@@ -212,7 +228,7 @@ def evaluate_manifest(model_source: str, load: Callable[[], SpeechModel], utts: 
     hyps = transcribe_utterances(model, utts, opts, out.partial, desc=out_dir.name, routes=routes)
     elapsed = time.perf_counter() - t0
     meta = {"run_key": key, "model": model.source, "manifest": str(manifest), "decode_seconds": round(elapsed, 2),
-            "options": asdict(opts)}
+            "options": asdict(opts), "normalizer_version": version}
     scored = score_parallel(utts, hyps, opts.normalizer)
     if routes:  # each utterance's route and the base's confidence, in hyp.jsonl; the totals in scores.json
         for row in scored.rows:

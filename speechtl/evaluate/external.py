@@ -22,6 +22,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from speechtl.data.manifest import Utterance, read_manifest
+from speechtl.data.text import normalizer_version
 from speechtl.errors import SpeechtlError, UsageError
 from speechtl.evaluate.evaldir import EvalDir, score_parallel
 from speechtl.evaluate.stats import BootstrapConfig
@@ -120,7 +121,8 @@ def score_external(ref: Path, hyp: Path, out_dir: Path, normalizer: str = "whisp
     hyps = match_ids(utts, read_hypotheses(hyp), ref, hyp, missing)
     scored = score_parallel(utts, hyps, normalizer, jobs)
     meta = {"model": label or str(hyp), "manifest": str(ref), "hypotheses": str(hyp),
-            "options": {"normalizer": normalizer, "missing": missing}}
+            "options": {"normalizer": normalizer, "missing": missing},
+            "normalizer_version": normalizer_version(normalizer)}
     result = EvalDir(out_dir).write(scored, meta, cfg)
     LOG.info("%s: WER %.2f%% CER %.2f%% on %d utterances (%.1fs)", out_dir, 100 * scored.scores.wer.rate,
              100 * scored.scores.cer.rate, len(scored.rows), time.perf_counter() - t0)
