@@ -191,6 +191,15 @@ def test_changing_the_gate_recalibrates_without_retraining(gated, corpus, tmp_pa
     assert (exp / "history.jsonl").read_text() == before  # not trained again
     card = json.loads((exp / "model" / "speechtl_card.json").read_text())
     assert card["gate"]["threshold"] == -0.5 and card["gate"]["calibration"]["rule"] == "fixed"
+    # a gate calibrated by an older revision of the calibration is calibrated again
+    from speechtl.adapt.adapters import write_card
+    from speechtl.evaluate.gate import REVISION
+
+    write_card(exp / "model", {"gate": {**card["gate"], "threshold": 9.0,
+                                        "calibration": {**card["gate"]["calibration"], "revision": REVISION - 1}}})
+    assert main(args) == 0
+    card = json.loads((exp / "model" / "speechtl_card.json").read_text())
+    assert card["gate"]["threshold"] == -0.5 and card["gate"]["calibration"]["revision"] == REVISION
     conf.write_text(CONF)  # no gate: it is taken out of the card
     assert main(args) == 0
     assert json.loads((exp / "model" / "speechtl_card.json").read_text())["gate"] is None
@@ -293,3 +302,16 @@ def test_a_ctranslate2_export_of_a_gated_run_says_the_gate_is_not_in_it(gated, t
     assert card["gate"]["applied"] is False and "--gate off" in card["gate"]["note"]
     assert json.loads((tmp_path / "ct2" / "speechtl_card.json").read_text())["gate"]["applied"] is False
     assert "can't be exported to CTranslate2" in caplog.text
+
+
+def test_the_longest_transcript_of_a_batch_ends_too(base, corpus):
+    """generate strips <|endoftext|> and pads shorter rows with it: the longest row of a batch shows none, yet
+    ended; only a row that used every allowed token did not."""
+    model = load_model(str(base))
+    _, audios = audios_of(model, corpus)
+    batch = model.collate(audios)
+    texts, _, ended = model._decode(batch)
+    assert all(ended) and len({len(t) for t in texts}) > 1
+    n = max(len(model.tokenizer.encode(" " + t, add_special_tokens=False)) for t in texts)
+    assert not all(model._decode(batch, max_new_tokens=n)[2])  # the longest now has no room for its end
+    assert all(model._decode(batch, max_new_tokens=n + 1)[2])

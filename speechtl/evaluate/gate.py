@@ -28,6 +28,10 @@ from speechtl.models.base import SpeechModel
 from speechtl.models.gate import Gate
 
 LOG = logging.getLogger("speechtl.evaluate")
+#: Bumped when calibration or the gate's decoding changes what a calibration finds: a gate calibrated under
+#: another revision is calibrated again (2: a Whisper transcript ending exactly at a batch's longest no longer
+#: counts as cut off).
+REVISION = 2
 
 
 @dataclass
@@ -105,7 +109,8 @@ def calibrate(model: SpeechModel, cfg: GateConfig, dev: Sequence[Utterance],
     gen = dev_routes(model, general, opts, cfg.max_compression_ratio, "gate: general dev") \
         if general and cfg.weight > 0 else None
     threshold, rule = choose_threshold(cfg, target, gen)
-    calibration: dict[str, Any] = {"rule": rule, "config": cfg.to_dict(), "dev": target.summary(threshold)}
+    calibration: dict[str, Any] = {"rule": rule, "config": cfg.to_dict(), "revision": REVISION,
+                                   "dev": target.summary(threshold)}
     if gen is not None:
         calibration["general_dev"] = gen.summary(threshold)
     gate = Gate(threshold, cfg.max_compression_ratio, calibration)
@@ -127,8 +132,9 @@ def gate_experiment(exp: str | Path, cfg: GateConfig | None, dev: Sequence[Utter
     summary = json.loads((exp / "summary.json").read_text(encoding="utf-8"))
     card = read_card(exp / "model")
     wanted = cfg.to_dict() if cfg is not None else None
-    have = (card.get("gate") or {}).get("calibration", {}).get("config")
-    if wanted == have and (summary.get("gate") or {}).get("calibration", {}).get("config") == have:
+    calibration = (card.get("gate") or {}).get("calibration", {})
+    have = calibration.get("config") if calibration.get("revision") == REVISION else None
+    if wanted == have and (summary.get("gate") or {}).get("calibration", {}) == calibration:
         LOG.info("%s: gate already calibrated with the same settings; skipping", exp)
         return card.get("gate")
     if cfg is None:

@@ -326,6 +326,7 @@ class WhisperASR(SpeechModel):
         texts: list[str] = []
         ended: list[bool] = []
         eot = self.module.generation_config.eos_token_id
+        limit = kwargs.get("max_new_tokens") or self.module.generation_config.max_length - len(self.prefix_ids())
         for i in range(0, len(feats), step):
             if languages is not None:
                 kwargs["language"] = languages[i:i + step]
@@ -333,7 +334,9 @@ class WhisperASR(SpeechModel):
                                        encoder_outputs=BaseModelOutput(last_hidden_state=states[i:i + step]), **kwargs)
             seqs = out.sequences if hasattr(out, "sequences") else out
             texts += [t.strip() for t in self.tokenizer.batch_decode(seqs, skip_special_tokens=True)]
-            ended += (seqs == eot).any(-1).tolist()
+            # generate returns the text tokens alone (prompt and <|endoftext|> stripped, shorter rows padded with
+            # it): a row that filled the whole allowance of new tokens had no room left to end
+            ended += ((seqs != eot).sum(-1) < limit).tolist()
         return texts, states, ended
 
     def _self_scores(self, batch: dict[str, torch.Tensor], states: torch.Tensor, texts: Sequence[str]) -> list[float]:
