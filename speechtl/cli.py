@@ -239,7 +239,8 @@ def cmd_compare(args: argparse.Namespace) -> int:
     from speechtl.report.results import parse_roles
 
     path, text = compare(args.paths, Path(args.out), _bootstrap(args), parse_roles(args.role), args.title,
-                         args.forgetting_weight, args.forgetting_tolerance, plots=not args.no_plots)
+                         args.forgetting_weight, args.forgetting_tolerance, plots=not args.no_plots,
+                         base_label=args.base_label)
     print(text)
     print(f"wrote {path}")
     return 0
@@ -389,6 +390,8 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--role", action="append", default=[], metavar="SET=ROLE",
                    help="role of a test set (default: from each experiment's results.json)")
     c.add_argument("--title", default="Comparison")
+    c.add_argument("--base-label", default=None, help="name of the base model when the experiments share one (default: "
+                   "'base: <model>', or '<experiment> (before)' for a base of one experiment)")
     _add_stats_options(c)
     _add_forgetting_options(c)
     c.add_argument("--no-plots", action="store_true", help="skip the PNG plot")

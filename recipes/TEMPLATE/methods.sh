@@ -84,11 +84,13 @@ done
 
 [ "$stop_stage" -ge 4 ] || exit 0
 # The methods side by side: one leaderboard per test set, the base model once.
-systems=("$base_label=$exp_root/before")
+# (each experiment links the shared base evaluation, EXP_ROOT/before, as its own: compare lists it once, as the
+# base of every method, and scores each method's forgetting against it)
+systems=()
 for n in "${names[@]}"; do systems+=("$n=$exp_root/$n"); done
 role_args=(); for r in $roles; do role_args+=(--role "$r"); done
 [ -n "$general_manifest" ] && role_args+=(--role general=general)
-speechtl compare "${systems[@]}" "${role_args[@]}" --out "$exp_root/compare" \
+speechtl compare "${systems[@]}" "${role_args[@]}" --base-label "$base_label" --out "$exp_root/compare" \
   --title "$title: adaptation methods compared" > /dev/null
 {
   cat "$exp_root/compare/COMPARE.md"

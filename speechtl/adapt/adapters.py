@@ -51,6 +51,7 @@ from speechtl import __version__
 from speechtl.adapt import bottleneck
 from speechtl.errors import SpeechtlError
 from speechtl.io import atomic_write, file_sha256, write_json
+from speechtl.layout import model_dirs
 from speechtl.models.base import SpeechModel, weights_sha256
 from speechtl.models.gate import Gate
 
@@ -96,7 +97,7 @@ def is_adapter_dir(path: Path) -> bool:
 def resolve_adapter_dir(path: str | os.PathLike) -> Path:
     """An adapter dir, or the adapter a LoRA/adapters experiment (``EXP`` or ``EXP/train``) ended with."""
     path = Path(path).expanduser()
-    for d in (path, path / "model", path / "train" / "model"):
+    for d in model_dirs(path):
         if is_adapter_dir(d):
             return d
     return path

@@ -34,15 +34,16 @@ from speechtl.adapt.adapters import (
 )
 from speechtl.adapt.methods import adapter_name
 from speechtl.io import atomic_dir
+from speechtl.layout import ExperimentDir, train_dir_of
 from speechtl.models.base import SpeechModel
 
 LOG = logging.getLogger("speechtl.adapt.export")
 
 
 def _train_dir(exp: Path) -> Path:
-    for d in (exp / "train", exp):
-        if (d / "summary.json").is_file():
-            return d
+    d = train_dir_of(exp)
+    if (d / "summary.json").is_file():
+        return d
     raise AdapterError(f"{exp}: no finished training run here (no summary.json in {exp} or {exp / 'train'})")
 
 
@@ -58,7 +59,8 @@ def _scores(results: Path) -> dict[str, Any]:
 
 def _experiment_card(exp: Path, summary: dict[str, Any], accent: str | None, name: str | None) -> dict[str, Any]:
     """What only the finished experiment knows, for either format's card: training facts and test-set scores."""
-    results = next((p for p in (exp / "results.json", exp.parent / "results.json") if p.is_file()), None)
+    candidates = [ExperimentDir(exp).results] + [e.results for e in [ExperimentDir.of_train_dir(exp)] if e]
+    results = next((p for p in candidates if p.is_file()), None)
     updates: dict[str, Any] = {
         "training": {k: summary.get(k) for k in ("method", "steps", "trainable_parameters", "total_parameters",
                                                  "best_dev_wer", "best_step", "wise_alpha", "peak_memory_bytes")},

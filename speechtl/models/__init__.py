@@ -16,6 +16,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from speechtl.layout import model_dirs
 from speechtl.models.base import ModelLoadError, SpeechModel, is_checkpoint_dir
 
 LOG = logging.getLogger("speechtl.models")
@@ -60,10 +61,9 @@ def resolve_local(path: Path) -> Path:
     """Map an existing directory to a transformers checkpoint dir (experiment → model, CT2 → converted)."""
     from speechtl.models.ct2 import cached_conversion, is_ct2_dir
 
-    if (path / "model").is_dir() and is_checkpoint_dir(path / "model"):
-        return path / "model"  # an experiment dir written by `speechtl train`
-    if is_checkpoint_dir(path):
-        return path
+    for d in model_dirs(path):  # the dir, a training dir's model/, an experiment's train/model/
+        if is_checkpoint_dir(d):
+            return d
     if is_ct2_dir(path):
         return cached_conversion(path)
     raise ModelLoadError(f"{path}: not a model directory: expected config.json with model.safetensors "

@@ -2,9 +2,10 @@
 
 What a PATH may be (``LABEL=PATH`` names the system; by default the label is the dir's name):
 
-1. an experiment dir (``PATH/eval/after/<set>/`` and/or ``PATH/eval/before/<set>/``, optional
+1. an experiment dir (:class:`speechtl.layout.ExperimentDir`: ``PATH/eval/after/<set>/``, and the base model's
+   ``PATH/eval/before/<set>/`` or the shared dir its ``eval/before.json`` names; optional
    ``PATH/train/summary.json``): the adapted model (``LABEL``) and its base model (``LABEL (before)``);
-   identical base evaluations from several experiments are listed once;
+   identical base evaluations from several experiments are listed once (``--base-label`` names it);
 2. a dir of test sets (``PATH/<set>/scores.json`` + ``hyp.jsonl``), e.g. ``speechtl eval``/``score`` outputs
    of another model;
 3. one test-set dir (``PATH/scores.json`` + ``hyp.jsonl``): the set is named after the dir, the system
@@ -37,6 +38,7 @@ from speechtl.evaluate.stats import (
     resampling_blocks,
 )
 from speechtl.io import atomic_write, environment, write_json
+from speechtl.layout import ExperimentDir
 from speechtl.report.loading import EvalSet, check_same_utterances, load_eval_set
 from speechtl.report.tables import DASH, ci_label, pct, prob, rel, rel_ci, table, with_ci
 
@@ -87,16 +89,17 @@ def discover(spec: str) -> list[System]:
         raise ResultsError(f"{path}: not a directory (expected an experiment dir, a dir of test sets or a test-set "
                            "dir)")
     name = label or path.resolve().name
-    if (path / "eval").is_dir():
-        summary = path / "train" / "summary.json"
-        train = json.loads(summary.read_text()) if summary.is_file() else None
+    exp = ExperimentDir(path)
+    if exp.eval.is_dir():
+        train = exp.read_summary()
         out = []
-        if after := _load_sets(path / "eval" / "after"):
+        if after := _load_sets(exp.after):
             out.append(System(name, after, "adapted", path, train))
-        if before := _load_sets(path / "eval" / "before"):
-            out.append(System(f"{name} (before)", before, "base", path, train, [name]))
+        if exp.before is not None and (before := _load_sets(exp.before)):  # its own, or the shared one it links
+            out.append(System(f"{name} (before)", before, "base", exp.before, train, [name]))
         if not out:
-            raise ResultsError(f"{path}/eval: no <set>/scores.json under eval/before or eval/after")
+            raise ResultsError(f"{path}/eval: no <set>/scores.json under eval/before (or where eval/before.json "
+                               "points) or eval/after")
         return out
     if EvalDir(path).is_scored():
         s = load_eval_set(path)
@@ -118,8 +121,9 @@ def _fingerprint(s: System) -> str:
     return h.hexdigest()
 
 
-def merge_bases(systems: list[System]) -> list[System]:
-    """List a base model once when several experiments evaluated it identically (same hypotheses)."""
+def merge_bases(systems: list[System], base_label: str | None = None) -> list[System]:
+    """List a base model once when several experiments evaluated it identically (same hypotheses); a base shared
+    by every experiment is called ``base_label`` when one is given."""
     out: list[System] = []
     seen: dict[str, System] = {}
     for s in systems:
@@ -133,7 +137,9 @@ def merge_bases(systems: list[System]) -> list[System]:
         seen[key] = s
         out.append(s)
     for s in seen.values():
-        if len(s.base_of) > 1:
+        if base_label and len(seen) == 1:
+            s.label = base_label
+        elif len(s.base_of) > 1:
             model = next(iter(s.sets.values())).scores.get("model") or "base model"
             s.label = f"base: {Path(str(model)).name or model}"
     labels = [s.label for s in out]
@@ -259,13 +265,13 @@ def render(title: str, boards: list[Leaderboard], fs: dict[str, ForgettingScore]
 
 
 def compare(paths: list[str], out_dir: Path, cfg: BootstrapConfig | None = None, roles: dict[str, str] | None = None,
-            title: str = "Comparison", weight: float = 1.0, tolerance: float = 0.05, plots: bool = True
-            ) -> tuple[Path, str]:
+            title: str = "Comparison", weight: float = 1.0, tolerance: float = 0.05, plots: bool = True,
+            base_label: str | None = None) -> tuple[Path, str]:
     """Write COMPARE.md, compare.json and the plot; return COMPARE.md's path and the leaderboards as text."""
     cfg = cfg or BootstrapConfig()
     if not paths:
         raise UsageError("compare needs at least one experiment or evaluation dir")
-    systems = merge_bases([s for p in paths for s in discover(p)])
+    systems = merge_bases([s for p in paths for s in discover(p)], base_label)
     roles = {**roles_from_runs(systems), **(roles or {})}
     names = sorted({n for s in systems for n in s.sets})
     order = ("target", "source", "general", "test")

@@ -28,6 +28,7 @@ from speechtl.evaluate.analysis import align_rows, op_counts, top_items, write_o
 from speechtl.evaluate.evaldir import EvalDir
 from speechtl.evaluate.stats import BootstrapConfig, ForgettingScore, forgetting_score, kaldi_bootci
 from speechtl.io import atomic_write, environment, write_json
+from speechtl.layout import ExperimentDir
 from speechtl.report.analyse import SetAnalysis, analyse_set
 from speechtl.report.loading import EvalSet, check_same_utterances, load_eval_set
 from speechtl.report.tables import (
@@ -621,5 +622,8 @@ def write_report(out_dir: Path, title: str, before_dir: Path, after_dir: Path, t
     with atomic_write(out_dir / "RESULTS.md") as f:
         f.write(render_markdown(title, results, info, fs, plots, notes or [], opts, env))
     write_json(out_dir / "results.json", results_json(title, results, info, fs, plots, opts, env))
+    exp = ExperimentDir(out_dir)
+    if after_dir.resolve() == exp.after.resolve():  # a report of an experiment: its base evaluations are its own
+        exp.link_before(before_dir)
     printed = [*before_after_table(results, opts.level), "", *summary_lines(results, fs)]
     return out_dir / "RESULTS.md", "\n".join(printed)
