@@ -25,7 +25,7 @@ def run(*args, env_extra=None, timeout=300) -> subprocess.CompletedProcess:
 def test_help_shows_the_recipe_settings_and_bad_options_fail_before_any_work(tmp_path):
     res = run("--help")
     assert res.returncode == 0, res.stderr
-    for setting in ("--model 'openai/whisper-tiny.en'", "--methods 'lora_distill03'",
+    for setting in ("--model 'openai/whisper-tiny.en'", "--methods 'lora_gate'",
                     "--exp-root 'exp/whisper_tiny_en'",
                     "--test-sets 'test_adults test_children'", "--roles 'test_adults=target test_children=target'",
                     "--train-args"):
@@ -51,6 +51,11 @@ def test_configs_load_one_per_method_all_at_dynamic_audio_context(tmp_path, monk
     assert all(m == "lora" for n, m in methods.items() if n.startswith("train_lora"))  # the measured LoRA variants
     assert confs["train_lora_distill.yaml"].distill_weight > 0 and confs["train_lora_encoder.yaml"].settings.stacks
     assert confs["train_encoder.yaml"].settings == ["decoder"]
+    # the default gates what train_lora_400.yaml trains, and trains it the same way (the gate is not in the key)
+    from speechtl.adapt.rundir import keyed_config
+
+    assert confs["train_lora_gate.yaml"].gate["base_share"] == 0.15 and not confs["train_lora_400.yaml"].gate
+    assert keyed_config(confs["train_lora_gate.yaml"].to_dict()) == keyed_config(confs["train_lora_400.yaml"].to_dict())
     for name, c in confs.items():
         assert c.model_settings == {"audio_context": "dynamic", "audio_context_margin": 1.0}, name
     gpu = confs["gpu_whisper_small.yaml"]

@@ -12,7 +12,7 @@ export RECIPE_COMMAND="$0 $*"
 cd "$(dirname "$0")"
 
 # The methods ./run.sh runs without --methods: names of conf/train_<method>.yaml (or YAML paths).
-methods="lora_distill03"
+methods="lora_gate"
 general=../../../shared/data/vctk_p239/manifest.jsonl  # real native speech (VCTK p239) for the forgetting
 [ -f "$general" ] || general=""                        # check, when this checkout has it beside it
 
