@@ -254,12 +254,13 @@ replay_fraction: 0.5
 
 def run_train(model, manifest, replay, out, batch_size, processes, method):
     conf = out.parent / f"{out.name}.yaml"
-    block = "lora: {dropout: 0.0}  # its draws differ between one process and two" if method == "lora" else ""
+    # lora: dropout off (its draws differ between one process and two), and a gate calibrated after training
+    block = "lora: {dropout: 0.0}\ngate: {base_share: 0.5}" if method == "lora" else ""
     conf.write_text(CONFIG.format(batch_size=batch_size, replay=replay, method=method, block=block))
     launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={processes}"] \
         if processes > 1 else [sys.executable]
     cmd = [*launcher, "-m", "speechtl.cli", "train", "--model", str(model), "--train", str(manifest),
-           "--config", str(conf), "--out", str(out)]
+           "--config", str(conf), "--out", str(out), *(["--dev", str(manifest)] if method == "lora" else [])]
     res = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-5000:]
 
@@ -280,5 +281,8 @@ def test_distillation_and_replay_under_two_processes_match_one(tiny_whisper, toy
         from speechtl.adapt.adapters import load
 
         a, b = (load(str(tmp_path / d)).module.state_dict() for d in ("one", "two"))
+        one, two = (json.loads((tmp_path / d / "model" / "speechtl_card.json").read_text())["gate"]
+                    for d in ("one", "two"))  # calibrated once, by the main process, on the same weights
+        assert one["threshold"] == pytest.approx(two["threshold"], abs=1e-4) and two["calibration"]["dev"]
     for k in a:
         torch.testing.assert_close(b[k], a[k], rtol=1e-4, atol=1e-5)

@@ -315,3 +315,14 @@ def test_the_longest_transcript_of_a_batch_ends_too(base, corpus):
     n = max(len(model.tokenizer.encode(" " + t, add_special_tokens=False)) for t in texts)
     assert not all(model._decode(batch, max_new_tokens=n)[2])  # the longest now has no room for its end
     assert all(model._decode(batch, max_new_tokens=n + 1)[2])
+
+
+def test_the_report_of_a_gated_run_says_where_each_sets_utterances_went(gated, base, tmp_path):
+    accent = str(gated.parent / "accent.jsonl")
+    assert main(["eval", "--model", str(base), "--manifest", accent, "--out", str(tmp_path / "before" / "acc")]) == 0
+    assert main(["eval", "--model", str(gated), "--manifest", accent, "--out", str(tmp_path / "after" / "acc")]) == 0
+    went = json.loads((tmp_path / "after" / "acc" / "scores.json").read_text())["gate"]["to_adapter"]
+    assert main(["report", "--before", str(tmp_path / "before"), "--after", str(tmp_path / "after"), "--train",
+                 str(gated), "--out", str(tmp_path / "rep"), "--n-boot", "20", "--no-plots"]) == 0
+    md = (tmp_path / "rep" / "RESULTS.md").read_text()
+    assert f"utterances decoded by the adapter: acc {went} of 8." in md and "- confidence gate:" in md

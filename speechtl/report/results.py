@@ -502,6 +502,15 @@ def files_lines(results: list[TestSetResult], plots: dict[str, Path]) -> list[st
             *[f"- `plots/{p.name}`" for p in plots.values()], ""]
 
 
+def gate_lines(results: list[TestSetResult]) -> list[str]:
+    """Where a gated model's utterances went, per test set (its ``scores.json``'s ``gate``); nothing without a gate."""
+    gated = [(r.name, r.after.scores["gate"]) for r in results if r.after and r.after.scores.get("gate")]
+    if not gated:
+        return []
+    return ["Confidence gate (the base model's transcript kept where it was sure of it): utterances decoded by the "
+            "adapter: " + ", ".join(f"{name} {g['to_adapter']} of {g['utterances']}" for name, g in gated) + ".", ""]
+
+
 def render_markdown(title: str, results: list[TestSetResult], info: RunInfo, fs: ForgettingScore | None,
                     plots: dict[str, Path], notes: list[str], opts: ReportOptions, env: dict) -> str:
     md = [f"# {title}", "",
@@ -524,6 +533,7 @@ def render_markdown(title: str, results: list[TestSetResult], info: RunInfo, fs:
            "change is paired (the same speakers drawn for both systems). P(after better): share of replicates in "
            "which the adapted model makes fewer errors, ties counted half (0.5 = no difference). change (rel) = "
            "(after − before) / before.", "", "Edit operations:", "", *ops_table(results), ""]
+    md += gate_lines(results)
     md += notes and ["## Notes", "", *[f"- {n}" for n in notes], ""] or []
     md += forgetting_lines(fs, results, opts.level)
     md += ["## Per accent", "", *accent_table(results, opts.level), "",
