@@ -86,7 +86,7 @@ class ExperimentDir:
             return own
         if self.before_link.is_file():
             target = json.loads(self.before_link.read_text(encoding="utf-8"))["path"]
-            return (self.eval / target).resolve()
+            return Path(os.path.normpath(self.eval / target))  # relative when the experiment's path is
         return None
 
     def link_before(self, shared: str | os.PathLike) -> None:
