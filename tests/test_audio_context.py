@@ -113,3 +113,57 @@ def test_the_ctranslate2_backend_keeps_the_same_token_budget(tiny_whisper):
     batch = ct.collate([np.zeros(16000, np.float32)])
     ct.transcribe(batch)
     assert asked["max_length"] == 2 * model.token_budget(batch["input_features"].shape[-1])
+
+
+def test_a_loop_at_dynamic_context_is_decoded_again_at_30s(tiny_whisper, monkeypatch):
+    """The random tiny model never ends a transcript: at dynamic context each is decoded again at the full context,
+    from the short features padded with each utterance's floor; with audio_context_fallback: false, not."""
+    from speechtl.models.whisper import WhisperASR
+
+    model = load_model(str(tiny_whisper))
+    model.configure(audio_context="dynamic")
+    rng = np.random.default_rng(0)
+    audios = [0.1 * rng.standard_normal(16000).astype(np.float32), 0.1 * rng.standard_normal(8000).astype(np.float32)]
+    batch = model.collate(audios)
+    seen, real = [], WhisperASR._decode
+
+    def spy(self, b, num_beams=1, **kw):
+        seen.append((b["input_features"].clone(), self.audio_context, kw.get("max_new_tokens")))
+        return real(self, b, num_beams, **kw)
+
+    monkeypatch.setattr(WhisperASR, "_decode", spy)
+    texts = model.transcribe(batch)
+    assert len(texts) == 2 and len(seen) == 2  # the short decode, then the two that did not end, again
+    (short, ctx0, _), (again, ctx1, budget) = seen
+    assert ctx0 == "dynamic" and ctx1 == "full" and again.shape[-1] == 3000 and model.audio_context == "dynamic"
+    torch.testing.assert_close(again[..., :short.shape[-1]], short)
+    for i in range(2):
+        assert torch.all(again[i, :, short.shape[-1]:] == short[i].min())
+    assert budget == model.token_budget(short.shape[-1])  # no longer than the short decode was allowed
+    seen.clear()
+    model.configure(audio_context_fallback=False)
+    model.transcribe(batch)
+    assert len(seen) == 1
+
+
+def test_the_ctranslate2_backend_falls_back_the_same_way(tiny_whisper):
+    from speechtl.models.ct2 import CT2Whisper
+
+    model = load_model(str(tiny_whisper))
+    model.configure(audio_context="dynamic")
+    ct = CT2Whisper.from_model(model, compute_type="float32")
+    calls = []
+
+    class Spy:
+        def __init__(self, runtime):
+            self.runtime = runtime
+
+        def generate(self, features, *args, **kwargs):
+            calls.append(features.shape[-1])
+            return self.runtime.generate(features, *args, **kwargs)
+
+    ct.runtime = Spy(ct.runtime)
+    audio = 0.1 * np.random.default_rng(0).standard_normal(16000).astype(np.float32)
+    batch = ct.collate([audio])
+    assert ct.transcribe(batch) == model.transcribe(model.collate([audio]))
+    assert calls == [batch["input_features"].shape[-1], 3000]  # the short decode, then the loop again at 30 s

@@ -429,5 +429,23 @@ class CT2Whisper:
         return [r.sequences_ids[0] for r in results]
 
     def transcribe(self, batch: Mapping[str, Any], num_beams: int = 1, **options: Any) -> list[str]:
+        """Texts, with the transformers model's fallback to the full context for a loop at dynamic context
+        (:func:`speechtl.models.whisper.full_context_fallback`)."""
+        from speechtl.models.whisper import full_context_fallback
+
+        texts, ended = self._texts(batch, num_beams, **options)
+
+        def redecode(feats, subset, budget):
+            return self._texts({**subset, "input_features": feats}, num_beams,
+                               **{"max_new_tokens": budget, **options})[0]
+
+        return full_context_fallback(self.front, batch, texts, ended, redecode)
+
+    def _texts(self, batch: Mapping[str, Any], num_beams: int = 1, **options: Any) -> tuple[list[str], list[bool]]:
+        """Texts and whether each ended before its token allowance."""
+        feats = batch["input_features"]
+        limit = options.get("max_new_tokens") or self.front.token_budget(feats.shape[-1]) or \
+            self.front.module.generation_config.max_length - len(self.front.prompts(batch)[0])
         ids = self.generate_ids(batch, num_beams=num_beams, **options)
-        return [t.strip() for t in self.tokenizer.batch_decode(ids, skip_special_tokens=True)]
+        return ([t.strip() for t in self.tokenizer.batch_decode(ids, skip_special_tokens=True)],
+                [len(i) < limit for i in ids])

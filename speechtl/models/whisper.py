@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from speechtl.data.manifest import ManifestError
-from speechtl.models.base import SPEC_AUGMENT, SpeechModel
+from speechtl.models.base import SPEC_AUGMENT, SpeechModel, flag
 from speechtl.models.truecase import restore_case
 
 LOG = logging.getLogger("speechtl.models.whisper")
@@ -135,6 +135,43 @@ def _encoder_forward(self, input_features: torch.Tensor, attention_mask=None, **
     return BaseModelOutput(last_hidden_state=self.layer_norm(x))
 
 
+def full_context_fallback(model, batch: Mapping[str, Any], texts: list[str], ended: list[bool],
+                          redecode) -> list[str]:
+    """Whisper's own fallback rule (a transcript whose zlib compression ratio is over 2.4 is a loop), falling back
+    from the short audio context to the full one instead of to a higher temperature.
+
+    A short context makes Whisper repeat itself now and then ("Are they free? Are they free? …" to the token limit:
+    192 insertions on 100 VCTK utterances after full fine-tuning at dynamic context); at 30 s, which it was
+    pretrained on, it stops. Only those utterances (and any that did not end) are decoded again, by
+    ``redecode(features, batch_subset, max_new_tokens)``, so the speed of the short context is kept. Their
+    features at 30 s are the short ones padded with each utterance's floor value, which is what the log-mel
+    features of trailing zeros are. ``audio_context_fallback: false`` (a model setting) turns it off. Both
+    backends (transformers, CTranslate2) use it.
+    """
+    from speechtl.models.gate import MAX_COMPRESSION_RATIO, compression_ratio
+
+    feats = batch["input_features"]
+    full = model.feature_extractor.nb_max_frames
+    if model.audio_context != "dynamic" or not getattr(model.module.config, "audio_context_fallback", True) \
+            or feats.shape[-1] >= full:
+        return texts
+    redo = [i for i, (t, e) in enumerate(zip(texts, ended, strict=True))
+            if not e or compression_ratio(t) > MAX_COMPRESSION_RATIO]
+    if not redo:
+        return texts
+    short = torch.as_tensor(feats)[redo]
+    padded = short.amin(dim=(1, 2), keepdim=True).expand(len(redo), short.shape[1], full).clone()
+    padded[..., :short.shape[-1]] = short
+    subset = {"language_ids": batch["language_ids"][redo]} if "language_ids" in batch else {}
+    redone = redecode(padded, subset, model.token_budget(feats.shape[-1]))
+    LOG.info("%d of %d transcript(s) looped or did not end at dynamic context: decoded again at 30 s", len(redo),
+             len(texts))
+    out = list(texts)
+    for i, t in zip(redo, redone, strict=True):
+        out[i] = t
+    return out
+
+
 class WhisperASR(SpeechModel):
     family = "seq2seq"
     max_input_seconds = 30.0
@@ -143,7 +180,8 @@ class WhisperASR(SpeechModel):
     #: SpecAugment, plus the audio context: ``full`` pads every input to 30 s as Whisper was trained;
     #: ``dynamic`` pads a batch only to its longest utterance plus ``audio_context_margin`` seconds.
     #: Saved in the checkpoint's config, so a model adapted at dynamic context decodes that way.
-    settings = {**SPEC_AUGMENT, "audio_context": _audio_context, "audio_context_margin": _seconds}
+    settings = {**SPEC_AUGMENT, "audio_context": _audio_context, "audio_context_margin": _seconds,
+                "audio_context_fallback": flag}
 
     def __init__(self, module, feature_extractor, tokenizer, source: str = "", language: str | None = None,
                  task: str = "transcribe") -> None:
@@ -281,7 +319,21 @@ class WhisperASR(SpeechModel):
 
     @torch.inference_mode()
     def transcribe(self, batch: dict[str, torch.Tensor], num_beams: int = 1, **options: Any) -> list[str]:
-        return self._decode(batch, num_beams, **options)[0]
+        """Greedy or beam decoding; at dynamic context, a transcript that loops or does not end is decoded again
+        at the full 30 s context (see :meth:`_full_context_fallback`)."""
+        texts, _, ended = self._decode(batch, num_beams, **options)
+        return self._full_context_fallback(batch, texts, ended, num_beams, **options)
+
+    def _full_context_fallback(self, batch: dict[str, torch.Tensor], texts: list[str], ended: list[bool],
+                               num_beams: int = 1, **options: Any) -> list[str]:
+        """:func:`full_context_fallback` with this model's own decoder."""
+
+        def redecode(feats: torch.Tensor, subset: dict[str, torch.Tensor], budget: int | None) -> list[str]:
+            with self.settings_as({"audio_context": "full"}):
+                return self._decode({**subset, "input_features": feats}, num_beams,
+                                    **{"max_new_tokens": budget, **options})[0]
+
+        return full_context_fallback(self, batch, texts, ended, redecode)
 
     @torch.inference_mode()
     def transcribe_scored(self, batch: dict[str, torch.Tensor], num_beams: int = 1,
