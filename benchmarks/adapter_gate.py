@@ -26,8 +26,8 @@ from pathlib import Path
 
 import numpy as np
 
+from speechtl.evaluate.evaldir import read_rows
 from speechtl.io import atomic_write, write_json
-from speechtl.report.loading import read_rows
 
 ROOT = Path(__file__).resolve().parents[1]
 EXP = ROOT / "recipes" / "speechocean762_english" / "exp" / "whisper_tiny_en"

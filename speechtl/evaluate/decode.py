@@ -176,7 +176,7 @@ def transcribe_utterances(model: SpeechModel, utts: Sequence[Utterance], opts: D
 
 def rescore(out: EvalDir, utts: Sequence[Utterance], prev: dict, normalizer: str) -> dict:
     """Score an evaluation dir's hypotheses again under the current normaliser (same decode, no model needed)."""
-    rows = {r["id"]: r for r in map(json.loads, out.hyp.read_text(encoding="utf-8").splitlines())}
+    rows = {r["id"]: r for r in out.read_rows()}
     LOG.info("%s: scored under normaliser %s, now %s: scoring its hypotheses again", out.path,
              prev.get("normalizer_version", "(unrecorded)"), normalizer_version(normalizer))
     scored = score_parallel(utts, {u.id: rows[u.id]["hyp"] for u in utts}, normalizer)

@@ -30,6 +30,7 @@ from typing import Any
 
 from speechtl.data.manifest import Utterance
 from speechtl.data.text import normalizer_for
+from speechtl.errors import ResultsError
 from speechtl.evaluate.analysis import OpCounts, align_rows, op_counts, write_ops, write_per_spk
 from speechtl.evaluate.metrics import ErrorCounts, Scores, alignment, score_rows, word_counts
 from speechtl.evaluate.stats import (
@@ -43,6 +44,8 @@ from speechtl.io import atomic_write, write_json, write_jsonl
 
 # Below this many utterances, worker processes cost more than they save.
 PARALLEL_MIN_UTTS = 5000
+#: What every ``hyp.jsonl`` row holds, whoever wrote it (eval or score).
+ROW_KEYS = ("id", "speaker", "ref_norm", "hyp_norm", "sub", "del", "ins", "ref_words")
 
 
 @dataclass(frozen=True)
@@ -94,6 +97,10 @@ class EvalDir:
     def read_scores(self) -> dict[str, Any]:
         return json.loads(self.scores.read_text(encoding="utf-8"))
 
+    def read_rows(self) -> list[dict]:
+        """``hyp.jsonl``'s rows, checked (:func:`read_rows`)."""
+        return read_rows(self.hyp)
+
     def write(self, scored: Scored, meta: dict, cfg: BootstrapConfig | None = None) -> dict:
         """Every artefact, from scored rows; returns what went into scores.json (``meta`` first)."""
         cfg = cfg or BootstrapConfig()
@@ -122,6 +129,24 @@ class EvalDir:
             f.write(kaldi_bootci_single(cer_ci, cfg, result["bootstrap"]["speakers"], "CER"))
         write_json(self.scores, result)
         return result
+
+
+def read_rows(path: Path) -> list[dict]:
+    """``hyp.jsonl`` rows; a broken line is an error naming the file and line."""
+    rows = []
+    for lineno, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise ResultsError(f"{path}:{lineno}: not valid JSON ({e.msg}); re-run the evaluation of this "
+                               "set") from None
+        absent = [k for k in ROW_KEYS if k not in row]
+        if absent:
+            raise ResultsError(f"{path}:{lineno}: row lacks {absent}; it was not written by speechtl eval/score")
+        rows.append(row)
+    return rows
 
 
 def score_hypotheses(utts: Sequence[Utterance], hyps: dict[str, str], normalizer: str = "whisper"

@@ -15,7 +15,6 @@ from typing import Any
 from speechtl.errors import ResultsError
 from speechtl.evaluate.evaldir import EvalDir
 
-ROW_KEYS = ("id", "speaker", "ref_norm", "hyp_norm", "sub", "del", "ins", "ref_words")
 IDS_SHOWN = 10
 
 
@@ -36,24 +35,6 @@ class EvalSet:
         return self.scores.get("utterances", len(self.rows or []))
 
 
-def read_rows(path: Path) -> list[dict]:
-    """``hyp.jsonl`` rows; a broken line is an error naming the file and line."""
-    rows = []
-    for lineno, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise ResultsError(f"{path}:{lineno}: not valid JSON ({e.msg}); re-run the evaluation of this "
-                               "set") from None
-        absent = [k for k in ROW_KEYS if k not in row]
-        if absent:
-            raise ResultsError(f"{path}:{lineno}: row lacks {absent}; it was not written by speechtl eval/score")
-        rows.append(row)
-    return rows
-
-
 def load_eval_set(d: Path) -> EvalSet | None:
     """The evaluation in ``d``, or None when ``d`` has no ``scores.json``."""
     ev = EvalDir(d)
@@ -64,7 +45,7 @@ def load_eval_set(d: Path) -> EvalSet | None:
         scores = json.loads(f.read_text(encoding="utf-8"))
     except json.JSONDecodeError as e:
         raise ResultsError(f"{f}:{e.lineno}: not valid JSON ({e.msg}); re-run the evaluation of this set") from None
-    return EvalSet(d, scores, read_rows(ev.hyp) if ev.hyp.is_file() else None)
+    return EvalSet(d, scores, ev.read_rows() if ev.hyp.is_file() else None)
 
 
 def _listed(ids: list[str]) -> str:
