@@ -417,11 +417,7 @@ class CT2Whisper:
         feats = batch["input_features"]
         feats = np.ascontiguousarray(feats.float().numpy() if hasattr(feats, "numpy") else feats, dtype=np.float32)
         prompts = self.front.prompts(batch)
-        prompt = prompts[0]
-        if max_new_tokens is None:  # as transformers decodes: the dynamic-context budget, else max_length in all
-            max_new_tokens = self.front.token_budget(feats.shape[-1])
-        if max_new_tokens is None:
-            max_new_tokens = self.front.module.generation_config.max_length - len(prompt)
+        max_new_tokens = self.front.token_allowance(feats.shape[-1], max_new_tokens)  # as transformers decodes
         # CTranslate2's Whisper generates at most max_length // 2 tokens (openai-whisper's sample_len is half
         # the text context), so twice the budget asks for exactly max_new_tokens.
         results = self.runtime.generate(ctranslate2.StorageView.from_array(feats), prompts,
@@ -443,9 +439,7 @@ class CT2Whisper:
 
     def _texts(self, batch: Mapping[str, Any], num_beams: int = 1, **options: Any) -> tuple[list[str], list[bool]]:
         """Texts and whether each ended before its token allowance."""
-        feats = batch["input_features"]
-        limit = options.get("max_new_tokens") or self.front.token_budget(feats.shape[-1]) or \
-            self.front.module.generation_config.max_length - len(self.front.prompts(batch)[0])
+        limit = self.front.token_allowance(batch["input_features"].shape[-1], options.get("max_new_tokens"))
         ids = self.generate_ids(batch, num_beams=num_beams, **options)
         return ([t.strip() for t in self.tokenizer.batch_decode(ids, skip_special_tokens=True)],
                 [len(i) < limit for i in ids])

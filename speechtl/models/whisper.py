@@ -349,9 +349,7 @@ class WhisperASR(SpeechModel):
         """At most :data:`TOKENS_PER_SECOND` tokens a second of the longest input (plus slack) in the gate's base
         pass: a base model that loops on an accent (tiny.en wrote 956 insertions on 1,629 words of children's
         speech) would otherwise run to 448 tokens before the gate sends the utterance to the adapter anyway."""
-        seconds = max(len(a) for a in audios) / self.sampling_rate
-        return {"max_new_tokens": min(self.module.config.max_target_positions - len(self.prefix_ids()),
-                                      math.ceil(seconds * TOKENS_PER_SECOND) + TOKEN_BUDGET_SLACK)}
+        return {"max_new_tokens": self._tokens_for(max(len(a) for a in audios) / self.sampling_rate)}
 
     def _decode(self, batch: dict[str, torch.Tensor], num_beams: int = 1,
                 **options: Any) -> tuple[list[str], torch.Tensor, list[bool]]:
@@ -378,6 +376,7 @@ class WhisperASR(SpeechModel):
         texts: list[str] = []
         ended: list[bool] = []
         eot = self.module.generation_config.eos_token_id
+        # what generate was allowed: the budget or option in kwargs, else its own length limit less the prompt
         limit = kwargs.get("max_new_tokens") or self.module.generation_config.max_length - len(self.prefix_ids())
         for i in range(0, len(feats), step):
             if languages is not None:
@@ -412,7 +411,20 @@ class WhisperASR(SpeechModel):
         :data:`TOKENS_PER_SECOND`); None at full context (generation's own limit). Both backends use it."""
         if self.audio_context != "dynamic":
             return None
-        seconds = mel_frames / MEL_FRAMES_PER_SECOND
+        return self._tokens_for(mel_frames / MEL_FRAMES_PER_SECOND)
+
+    def token_allowance(self, mel_frames: int, max_new_tokens: int | None = None) -> int:
+        """New tokens a decode of ``mel_frames`` may make, resolved as :meth:`_decode` resolves them for generate:
+        ``max_new_tokens`` when asked, else :meth:`token_budget`, else generation's length limit less the prompt.
+        The CTranslate2 backend asks its runtime for exactly this; a transcript that used all of it did not end."""
+        if max_new_tokens is None:
+            max_new_tokens = self.token_budget(mel_frames)
+        if max_new_tokens is None:
+            max_new_tokens = self.module.generation_config.max_length - len(self.prefix_ids())
+        return max_new_tokens
+
+    def _tokens_for(self, seconds: float) -> int:
+        """:data:`TOKENS_PER_SECOND` a second plus :data:`TOKEN_BUDGET_SLACK`, within the decoder's positions."""
         return min(self.module.config.max_target_positions - len(self.prefix_ids()),
                    math.ceil(seconds * TOKENS_PER_SECOND) + TOKEN_BUDGET_SLACK)
 
