@@ -66,14 +66,6 @@ class ExperimentDir:
         return self.path / "results.json"
 
     @property
-    def results_md(self) -> Path:
-        return self.path / "RESULTS.md"
-
-    @property
-    def timings(self) -> Path:
-        return self.path / "timings.tsv"
-
-    @property
     def before_link(self) -> Path:
         return self.eval / BEFORE_LINK
 

@@ -142,8 +142,7 @@ def gate_experiment(exp: str | Path, cfg: GateConfig | None, dev: Sequence[Utter
         summary.pop("gate", None)
         write_json(exp / "summary.json", summary)
         return None
-    model = load(str(exp / "model"))
-    model.gate = None
+    model = load(str(exp / "model"))  # its card's gate, if any, is set aside by dev_routes' decodes
     gate = calibrate(model, cfg, dev, general, batch_size).to_dict()
     write_card(exp / "model", {"gate": gate})
     write_json(exp / "summary.json", {**summary, "gate": gate})
