@@ -70,20 +70,7 @@ class GateConfig:
     @classmethod
     def from_dict(cls, data: Any, where: str = "config", lines: dict[str, int] | None = None) -> GateConfig:
         """Check a ``gate:`` mapping (every key, its type and range), naming ``where:line`` on error."""
-        if not isinstance(data, dict):
-            raise ConfigError(f"{_at(where, lines, 'gate')}: 'gate' must be a mapping (base_share, weight, threshold, "
-                              f"max_compression_ratio), got {type(data).__name__} {data!r}")
-        hints = typing.get_type_hints(cls)
-        values = {}
-        for key, value in data.items():
-            path = f"gate.{key}"
-            if key not in hints:
-                raise ConfigError(f"{_at(where, lines, path)}: unknown key '{path}' (gate has {', '.join(hints)})")
-            values[key] = _coerce(path, value, hints[key], _at(where, lines, path))
-        gate = cls(**values)
-        for key, msg in gate.problems():
-            raise ConfigError(f"{_at(where, lines, 'gate.' + key)}: 'gate.{key}' {msg}")
-        return gate
+        return _read_block("gate", cls, data, where, lines)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -311,26 +298,29 @@ def _at(where: str, lines: dict[str, int] | None, path: str) -> str:
 
 def _read_settings(m: registry.Method, value: Any, where: str, lines: dict[str, int] | None, start: Any) -> Any:
     """Method ``m``'s block as the YAML gives it, checked key by key over ``start`` (or the defaults)."""
-    at = _at(where, lines, m.name)
     if m.settings is list:
-        return _coerce(m.name, value, list[str], at)
-    hints = typing.get_type_hints(m.settings)
-    if value is None:  # `lora:` alone: the defaults
-        value = {}
+        return _coerce(m.name, value, list[str], _at(where, lines, m.name))
+    return _read_block(m.name, m.settings, {} if value is None else value, where, lines, start)  # `lora:`: defaults
+
+
+def _read_block(name: str, cls: Any, value: Any, where: str, lines: dict[str, int] | None, start: Any = None) -> Any:
+    """A settings block ``name`` (a dataclass ``cls`` with ``problems()``) from YAML's mapping, over ``start`` (or
+    the defaults): unknown keys, wrong types and bad values are errors at ``where:line`` of the dotted key."""
+    hints = typing.get_type_hints(cls)
     if not isinstance(value, dict):
-        raise ConfigError(f"{at}: '{m.name}' must be a mapping of its settings ({', '.join(hints)}), "
-                          f"got {type(value).__name__} {value!r}")
+        raise ConfigError(f"{_at(where, lines, name)}: '{name}' must be a mapping of its settings "
+                          f"({', '.join(hints)}), got {type(value).__name__} {value!r}")
     values = dataclasses.asdict(start) if start is not None else {}
     for key, v in value.items():
-        path = f"{m.name}.{key}"
+        path = f"{name}.{key}"
         if key not in hints:
-            raise ConfigError(f"{_at(where, lines, path)}: unknown key '{path}' ({m.name} has {', '.join(hints)})")
+            raise ConfigError(f"{_at(where, lines, path)}: unknown key '{path}' ({name} has {', '.join(hints)})")
         values[key] = _coerce(path, v, hints[key], _at(where, lines, path))
-    settings = m.settings(**values)
-    for key, msg in settings.problems():
-        path = f"{m.name}.{key}"
+    block = cls(**values)
+    for key, msg in block.problems():
+        path = f"{name}.{key}"
         raise ConfigError(f"{_at(where, lines, path)}: '{path}' {msg}")
-    return settings
+    return block
 
 
 def config_from_dict(data: dict[str, Any], where: str = "config", lines: dict[str, int] | None = None,
