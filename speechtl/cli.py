@@ -240,7 +240,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
     path, text = compare(args.paths, Path(args.out), _bootstrap(args), parse_roles(args.role), args.title,
                          args.forgetting_weight, args.forgetting_tolerance, plots=not args.no_plots,
-                         base_label=args.base_label)
+                         base_label=args.base_label, pairs=[tuple(p) for p in args.pair])
     print(text)
     print(f"wrote {path}")
     return 0
@@ -392,6 +392,9 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--title", default="Comparison")
     c.add_argument("--base-label", default=None, help="name of the base model when the experiments share one (default: "
                    "'base: <model>', or '<experiment> (before)' for a base of one experiment)")
+    c.add_argument("--pair", nargs=2, action="append", default=[], metavar=("FIRST", "SECOND"),
+                   help="also the paired difference SECOND − FIRST of two systems (labels) on each set both have; "
+                   "repeatable")
     _add_stats_options(c)
     _add_forgetting_options(c)
     c.add_argument("--no-plots", action="store_true", help="skip the PNG plot")

@@ -170,6 +170,30 @@ def test_compare_intervals_match_report_and_score(tmp_path):
     assert cmp["roles"]["test_caribbean"] == "target"  # taken from the run's own results.json
 
 
+def test_compare_pairs_two_named_systems_on_every_set_both_have(tmp_path, capsys):
+    """--pair A B: B − A paired over the same speakers, with the interval the paired bootstrap gives alone."""
+    from speechtl.evaluate.stats import BootstrapConfig, paired_bootstrap, resampling_blocks
+    from speechtl.report.loading import load_eval_set
+
+    small, full, ext = build_runs(tmp_path)
+    out = tmp_path / "cmp"
+    assert main(["compare", str(small), str(full), f"kaldi-tdnn={ext}", "--out", str(out), "--n-boot", "300",
+                 "--no-plots", "--pair", "lora", "full", "--pair", "kaldi-tdnn", "lora"]) == 0
+    printed = capsys.readouterr().out
+    pairs = json.loads((out / "compare.json").read_text())["pairs"]
+    # lora/full on both sets; kaldi-tdnn has no test_us, so that pair is on test_caribbean only
+    assert [(p["first"], p["second"], p["test_set"]) for p in pairs] == [
+        ("lora", "full", "test_caribbean"), ("lora", "full", "test_us"), ("kaldi-tdnn", "lora", "test_caribbean")]
+    first, second = (resampling_blocks(load_eval_set(d / "eval" / "after" / "test_us").rows) for d in (small, full))
+    alone = paired_bootstrap(first, second, BootstrapConfig(n_boot=300).derive("test_us", "wer"))
+    assert pairs[1]["abs_change"] == alone.abs_change.to_dict() and pairs[1]["p_after_better"] == alone.p_better
+    assert pairs[1]["abs_change"]["value"] == pytest.approx(pairs[1]["after"]["value"] - pairs[1]["before"]["value"])
+    md = (out / "COMPARE.md").read_text()
+    assert "## Paired differences" in md and "| test_us | lora | full |" in md and "## Paired differences" in printed
+    assert main(["compare", str(small), "--out", str(out), "--pair", "lora", "nobody"]) == 2
+    assert "no system named 'nobody'" in capsys.readouterr().err
+
+
 def test_compare_names_a_missing_or_changed_utterance(tmp_path, capsys):
     small, full, ext = build_runs(tmp_path)
     rows = (ext / "hyp.jsonl").read_text().splitlines()

@@ -13,7 +13,8 @@ What a PATH may be (``LABEL=PATH`` names the system; by default the label is the
 
 On each test set every system must have scored the same utterances against the same references;
 otherwise the error names the utterance and both files. Intervals are speaker-bootstrap
-(:mod:`speechtl.evaluate.stats`), and each system is compared, paired, with the best one.
+(:mod:`speechtl.evaluate.stats`), and each system is compared, paired, with the best one; ``--pair A B`` adds
+the paired difference of two named systems (B − A) on every set both have, e.g. one method trained two ways.
 Outputs in ``--out``: ``COMPARE.md``, ``compare.json``, ``plots/wer_vs_params.png``.
 """
 
@@ -40,7 +41,19 @@ from speechtl.evaluate.stats import (
 from speechtl.io import atomic_write, environment, write_json
 from speechtl.layout import ExperimentDir
 from speechtl.report.loading import EvalSet, check_same_utterances, load_eval_set
-from speechtl.report.tables import DASH, ci_label, pct, prob, rel, rel_ci, table, with_ci
+from speechtl.report.tables import (
+    DASH,
+    UTTERANCE_NOTE,
+    ci_label,
+    pct,
+    prob,
+    rel,
+    rel_ci,
+    table,
+    unit_mark,
+    verdict,
+    with_ci,
+)
 
 SCHEMA_VERSION = 1
 SOURCE_ROLES = ("source", "general")
@@ -182,6 +195,52 @@ def leaderboard(name: str, systems: list[System], role: str, cfg: BootstrapConfi
     return Leaderboard(name, role, entries, [s.label for s in systems if name not in s.sets])
 
 
+@dataclass
+class Pair:
+    """Two named systems on one test set, paired over the same speakers: ``result.before`` is ``first``."""
+
+    test_set: str
+    first: str
+    second: str
+    result: PairedResult
+
+    def to_dict(self) -> dict:
+        return {"test_set": self.test_set, "first": self.first, "second": self.second, **self.result.to_dict()}
+
+
+def paired_systems(pairs: list[tuple[str, str]], systems: list[System], boards: list[Leaderboard],
+                   cfg: BootstrapConfig) -> list[Pair]:
+    """Each requested pair on each set both systems were scored on, resampled as that set's leaderboard is."""
+    by_label = {s.label: s for s in systems}
+    unknown = sorted({x for p in pairs for x in p} - set(by_label))
+    if unknown:
+        raise UsageError(f"--pair: no system named {', '.join(map(repr, unknown))}; the systems are: "
+                         f"{', '.join(map(repr, by_label))}")
+    out = []
+    for a, b in pairs:
+        for board in boards:
+            n = board.test_set
+            if n in by_label[a].sets and n in by_label[b].sets:
+                before, after = (resampling_blocks(by_label[x].sets[n].rows) for x in (a, b))
+                out.append(Pair(n, a, b, paired_bootstrap(before, after, cfg.derive(n, "wer"), f"test set {n}")))
+    return out
+
+
+def pair_lines(pairs: list[Pair], level: float) -> list[str]:
+    ci = ci_label(level)
+    rows = [[p.test_set, p.first, p.second, with_ci(p.result.before), with_ci(p.result.after),
+             with_ci(p.result.abs_change, True) + unit_mark(p.result), rel_ci(p.result.rel_change),
+             prob(p.result.p_better), verdict(p.result)] for p in pairs]
+    md = ["## Paired differences", "",
+          "Second system minus first, on the same utterances, resampled as in the leaderboards; P(second better): "
+          "share of replicates in which the second makes fewer errors.", "",
+          *table(["test set", "first", "second", f"first WER {ci}", f"second WER {ci}", f"Δ {ci}", "relative",
+                  "P(second better)", "verdict"], rows, "lllrrrrrl")]
+    if any(p.result.unit == "utterance" for p in pairs):
+        md += ["", UTTERANCE_NOTE]
+    return md + [""]
+
+
 def run_forgetting(systems: list[System], roles: dict[str, str], cfg: BootstrapConfig, weight: float,
                    tolerance: float) -> dict[str, ForgettingScore]:
     """Forgetting score of each experiment (adapted system with its own base), where roles name a target."""
@@ -235,7 +294,7 @@ def board_lines(b: Leaderboard, level: float = 0.95) -> list[str]:
 
 
 def render(title: str, boards: list[Leaderboard], fs: dict[str, ForgettingScore], systems: list[System],
-           cfg: BootstrapConfig, plot: Path | None) -> str:
+           cfg: BootstrapConfig, plot: Path | None, pairs: list[Pair] | None = None) -> str:
     md = [f"# {title}", "", f"Written by `speechtl compare` on {time.strftime('%Y-%m-%d %H:%M %Z')} from the "
           "evaluation files of each system; nothing is typed by hand.", "", "## Systems", ""]
     md += table(["system", "kind", "method", "trainable params", "of total", "from"],
@@ -249,6 +308,8 @@ def render(title: str, boards: list[Leaderboard], fs: dict[str, ForgettingScore]
            "half), so a value near 0.5 means the two can't be told apart.", ""]
     for b in boards:
         md += board_lines(b, cfg.level)
+    if pairs:
+        md += pair_lines(pairs, cfg.level)
     if fs:
         md += ["## Forgetting score per experiment", "", "    " + next(iter(fs.values())).formula, ""]
         md += table(["system", "target gain G", "worst source damage D", f"score {ci_label(cfg.level)}"],
@@ -266,8 +327,9 @@ def render(title: str, boards: list[Leaderboard], fs: dict[str, ForgettingScore]
 
 def compare(paths: list[str], out_dir: Path, cfg: BootstrapConfig | None = None, roles: dict[str, str] | None = None,
             title: str = "Comparison", weight: float = 1.0, tolerance: float = 0.05, plots: bool = True,
-            base_label: str | None = None) -> tuple[Path, str]:
-    """Write COMPARE.md, compare.json and the plot; return COMPARE.md's path and the leaderboards as text."""
+            base_label: str | None = None, pairs: list[tuple[str, str]] | None = None) -> tuple[Path, str]:
+    """Write COMPARE.md, compare.json and the plot; return COMPARE.md's path and the leaderboards (and the paired
+    differences ``pairs`` asks for: (first, second) system labels) as text."""
     cfg = cfg or BootstrapConfig()
     if not paths:
         raise UsageError("compare needs at least one experiment or evaluation dir")
@@ -277,6 +339,7 @@ def compare(paths: list[str], out_dir: Path, cfg: BootstrapConfig | None = None,
     order = ("target", "source", "general", "test")
     boards = sorted((leaderboard(n, systems, roles.get(n, "test"), cfg) for n in names),
                     key=lambda b: (order.index(b.role) if b.role in order else len(order), b.test_set))
+    paired = paired_systems(pairs or [], systems, boards, cfg)
     fs = run_forgetting(systems, roles, cfg, weight, tolerance)
     plot = None
     if plots:
@@ -287,7 +350,7 @@ def compare(paths: list[str], out_dir: Path, cfg: BootstrapConfig | None = None,
         plot = plot_wer_vs_params(panels, out_dir / "plots" / "wer_vs_params.png", cfg.level)
     out_dir.mkdir(parents=True, exist_ok=True)
     with atomic_write(out_dir / "COMPARE.md") as f:
-        f.write(render(title, boards, fs, systems, cfg, plot))
+        f.write(render(title, boards, fs, systems, cfg, plot, paired))
     write_json(out_dir / "compare.json", {
         "schema_version": SCHEMA_VERSION, "title": title, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "bootstrap": cfg.to_dict(), "roles": roles, "environment": environment(),
@@ -299,6 +362,8 @@ def compare(paths: list[str], out_dir: Path, cfg: BootstrapConfig | None = None,
              "counts": {k: e.scores["wer"][k] for k in ("sub", "dele", "ins", "ref", "errors")},
              "vs_best": e.vs_best.to_dict() if e.vs_best else None}
             for i, e in enumerate(b.entries, start=1)]} for b in boards},
+        "pairs": [p.to_dict() for p in paired],
         "forgetting": {k: v.to_dict() for k, v in fs.items()},
         "plots": {"wer_vs_params": f"plots/{plot.name}"} if plot else {}})
-    return out_dir / "COMPARE.md", "\n".join(line for b in boards for line in board_lines(b, cfg.level))
+    text = [line for b in boards for line in board_lines(b, cfg.level)]
+    return out_dir / "COMPARE.md", "\n".join(text + (pair_lines(paired, cfg.level) if paired else []))
