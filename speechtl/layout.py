@@ -66,6 +66,10 @@ class ExperimentDir:
         return self.path / "results.json"
 
     @property
+    def timings(self) -> Path:
+        return self.path / "timings.tsv"
+
+    @property
     def before_link(self) -> Path:
         return self.eval / BEFORE_LINK
 

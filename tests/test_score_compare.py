@@ -176,6 +176,8 @@ def test_compare_pairs_two_named_systems_on_every_set_both_have(tmp_path, capsys
     from speechtl.report.loading import load_eval_set
 
     small, full, ext = build_runs(tmp_path)
+    (small / "timings.tsv").write_text("stage1 evaluate before\t120.0\nstage2 adapt\t300.0\nstage2 adapt\t60.0\n")
+    (full / "timings.tsv").write_text("stage2 adapt\t90.0\n")
     out = tmp_path / "cmp"
     assert main(["compare", str(small), str(full), f"kaldi-tdnn={ext}", "--out", str(out), "--n-boot", "300",
                  "--no-plots", "--pair", "lora", "full", "--pair", "kaldi-tdnn", "lora"]) == 0
@@ -190,6 +192,9 @@ def test_compare_pairs_two_named_systems_on_every_set_both_have(tmp_path, capsys
     assert pairs[1]["abs_change"]["value"] == pytest.approx(pairs[1]["after"]["value"] - pairs[1]["before"]["value"])
     md = (out / "COMPARE.md").read_text()
     assert "## Paired differences" in md and "| test_us | lora | full |" in md and "## Paired differences" in printed
+    # each experiment's recipe stages (a resumed stage counts both runs), and the sum of all
+    assert "| lora | 2.0 | 6.0 | 8.0 |" in md and "| full | – | 1.5 | 1.5 |" in md
+    assert "| all | 2.0 | 7.5 | **9.5** |" in md
     assert main(["compare", str(small), "--out", str(out), "--pair", "lora", "nobody"]) == 2
     assert "no system named 'nobody'" in capsys.readouterr().err
 

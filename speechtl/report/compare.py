@@ -41,6 +41,7 @@ from speechtl.evaluate.stats import (
 from speechtl.io import atomic_write, environment, write_json
 from speechtl.layout import ExperimentDir
 from speechtl.report.loading import EvalSet, check_same_utterances, load_eval_set
+from speechtl.report.results import read_timings
 from speechtl.report.tables import (
     DASH,
     UTTERANCE_NOTE,
@@ -69,6 +70,7 @@ class System:
     source: Path
     train: dict | None = None
     base_of: list[str] = field(default_factory=list)  # for a base: the experiments it is the base of
+    timings: dict[str, float] = field(default_factory=dict)  # an experiment's recipe stages: wall seconds
 
     @property
     def trainable(self) -> int | None:
@@ -107,7 +109,7 @@ def discover(spec: str) -> list[System]:
         train = exp.read_summary()
         out = []
         if after := _load_sets(exp.after):
-            out.append(System(name, after, "adapted", path, train))
+            out.append(System(name, after, "adapted", path, train, timings=read_timings(exp.timings)))
         if exp.before is not None and (before := _load_sets(exp.before)):  # its own, or the shared one it links
             out.append(System(f"{name} (before)", before, "base", exp.before, train, [name]))
         if not out:
@@ -293,6 +295,22 @@ def board_lines(b: Leaderboard, level: float = 0.95) -> list[str]:
     return md + [""]
 
 
+def time_lines(systems: list[System]) -> list[str]:
+    """Wall minutes of each experiment's recipe stages and their sum: what the whole comparison took to make."""
+    timed = [s for s in systems if s.timings]
+    if not timed:
+        return []
+    stages = sorted({k for s in timed for k in s.timings})
+    rows = [[s.label, *(f"{s.timings[k] / 60:.1f}" if k in s.timings else DASH for k in stages),
+             f"{sum(s.timings.values()) / 60:.1f}"] for s in timed]
+    rows.append(["all", *(f"{sum(s.timings.get(k, 0.0) for s in timed) / 60:.1f}" for k in stages),
+                 f"**{sum(sum(s.timings.values()) for s in timed) / 60:.1f}**"])
+    return ["## Time", "", "Wall minutes of each recipe stage, as each experiment's `timings.tsv` records them (a "
+            "stage run again, to resume or to find it done, counts every run; a base evaluation shared by several "
+            "experiments is timed in the first one only).", "",
+            *table(["system", *stages, "total"], rows, "l" + "r" * (len(stages) + 1)), ""]
+
+
 def render(title: str, boards: list[Leaderboard], fs: dict[str, ForgettingScore], systems: list[System],
            cfg: BootstrapConfig, plot: Path | None, pairs: list[Pair] | None = None) -> str:
     md = [f"# {title}", "", f"Written by `speechtl compare` on {time.strftime('%Y-%m-%d %H:%M %Z')} from the "
@@ -319,6 +337,7 @@ def render(title: str, boards: list[Leaderboard], fs: dict[str, ForgettingScore]
                      for k, v in sorted(fs.items(), key=lambda kv: -kv[1].score.value)], "lrrr")
         first = next(iter(fs.values()))
         md += ["", f"τ = {rel(first.tolerance)}, λ = {first.weight:g}.", ""]
+    md += time_lines(systems)
     if plot is not None:
         md += ["## WER against trainable parameters", "", f"![WER against trainable parameters](plots/{plot.name})",
                "", "Dashed lines: systems without adaptation (base models, external systems).", ""]
@@ -356,7 +375,7 @@ def compare(paths: list[str], out_dir: Path, cfg: BootstrapConfig | None = None,
         "bootstrap": cfg.to_dict(), "roles": roles, "environment": environment(),
         "systems": [{"label": s.label, "kind": s.kind, "method": s.method, "source": str(s.source),
                      "trainable_parameters": s.trainable, "train": s.train if s.kind == "adapted" else None,
-                     "base_of": s.base_of} for s in systems],
+                     "base_of": s.base_of, "timings_seconds": s.timings or None} for s in systems],
         "leaderboards": {b.test_set: {"role": b.role, "absent": b.absent, "ranking": [
             {"rank": i, "system": e.system.label, "wer": e.wer.to_dict(), "cer": e.scores["cer"]["rate"],
              "counts": {k: e.scores["wer"][k] for k in ("sub", "dele", "ins", "ref", "errors")},
