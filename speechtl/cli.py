@@ -32,7 +32,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
         utts = kept
     opts = DecodeOptions(batch_size=args.batch_size, num_beams=args.beams, normalizer=args.normalizer,
                          backend=args.backend, compute_type=args.compute_type, audio_context=args.audio_context,
-                         gate=args.gate)
+                         audio_context_margin=args.audio_context_margin, gate=args.gate)
     res = evaluate_manifest(args.model, lambda: load_for_eval(args.model, opts, device=args.device), utts,
                             Path(args.manifest), out, opts, force=args.force)
     print(f"{out}: WER {100 * res['wer']['rate']:.2f}%  CER {100 * res['cer']['rate']:.2f}%  "
@@ -277,6 +277,9 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--audio-context", default="", choices=["", "full", "dynamic"],
                    help="Whisper: decode at the full 30 s context or at each batch's length plus a margin "
                         "(default: as the model was adapted; a pretrained model decodes at full)")
+    e.add_argument("--audio-context-margin", type=float, default=0.0, metavar="SECONDS",
+                   help="Whisper: decode at dynamic context keeping this many seconds after each batch's longest "
+                   "utterance (default: the model's own margin, 1 s unless it was adapted with another)")
     e.add_argument("--backend", default="transformers", choices=["transformers", "ctranslate2"],
                    help="decode with the transformers model, or with CTranslate2's runtime (the model, LoRA merged, "
                    "converted once and cached by its weights' hash; a CTranslate2 dir runs as it is)")

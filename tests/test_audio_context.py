@@ -85,6 +85,12 @@ def test_a_model_adapted_at_dynamic_context_decodes_so_unless_told(method, tiny_
     assert main(["eval", "--model", exp, "--manifest", str(manifest), "--out", str(out / "dyn"),
                  "--audio-context", "full"]) == 0
     assert json.loads((out / "dyn" / "scores.json").read_text())["options"]["audio_context"] == "full"
+    assert load_for_eval(exp, DecodeOptions(audio_context_margin=3.0)).module.config.audio_context_margin == 3.0
+    assert main(["eval", "--model", exp, "--manifest", str(manifest), "--out", str(out / "m3"),
+                 "--audio-context-margin", "3"]) == 0
+    assert json.loads((out / "m3" / "scores.json").read_text())["options"]["audio_context_margin"] == 3.0
+    assert main(["eval", "--model", exp, "--manifest", str(manifest), "--out", str(out / "bad"),
+                 "--audio-context", "full", "--audio-context-margin", "3"]) == 2
 
 
 def test_audio_context_override_refused_for_ctc(tiny_ctc, tmp_path):

@@ -45,6 +45,8 @@ class DecodeOptions:
     compute_type: str = "default"
     #: Whisper's audio context for this decode (``full`` | ``dynamic``); empty: as the model was saved.
     audio_context: str = ""
+    #: Seconds kept after a batch's longest utterance at dynamic context (implies ``dynamic``); 0: as saved.
+    audio_context_margin: float = 0.0
     #: The confidence gate (:mod:`speechtl.models.gate`): empty: as the adapter's card says (none without one);
     #: ``off``: the adapter decodes everything; a number: that threshold instead of the card's.
     gate: str = ""
@@ -60,7 +62,7 @@ def load_for_eval(source: str, opts: DecodeOptions, device: str | None = None):
     from speechtl import load_model
 
     if opts.backend == "transformers":
-        return with_gate(with_audio_context(load_model(source, device=device), opts.audio_context), opts.gate)
+        return with_gate(with_audio_context(load_model(source, device=device), opts), opts.gate)
     if opts.backend != "ctranslate2":
         raise UsageError(f"backend {opts.backend!r} unknown; choose one of {', '.join(BACKENDS)}")
     import torch
@@ -73,7 +75,7 @@ def load_for_eval(source: str, opts: DecodeOptions, device: str | None = None):
         raise UsageError(f"{source}: its adapter has a confidence gate (base model first, the adapter where the base "
                          "is unsure), which a merged CTranslate2 model can't apply; decode with --backend "
                          "transformers, or measure the merged model alone with --gate off")
-    model = with_audio_context(merge_for_serving(loaded), opts.audio_context)
+    model = with_audio_context(merge_for_serving(loaded), opts)
     threads = torch.get_num_threads()  # as many as the transformers backend uses
     path = Path(source)
     if path.is_dir() and is_ct2_dir(path) and model.adapters is None:
@@ -81,11 +83,18 @@ def load_for_eval(source: str, opts: DecodeOptions, device: str | None = None):
     return CT2Whisper.from_model(model, device or "cpu", opts.compute_type, threads)
 
 
-def with_audio_context(model: SpeechModel, audio_context: str) -> SpeechModel:
-    """``model`` decoding at ``audio_context`` (``speechtl eval --audio-context``); empty: as it was saved."""
-    if audio_context:
+def with_audio_context(model: SpeechModel, opts: DecodeOptions) -> SpeechModel:
+    """``model`` decoding at the audio context ``opts`` asks for (``speechtl eval --audio-context``,
+    ``--audio-context-margin``); unset: as it was saved."""
+    settings: dict = {"audio_context": opts.audio_context} if opts.audio_context else {}
+    if opts.audio_context_margin:
+        if opts.audio_context == "full":
+            raise UsageError("--audio-context-margin is the margin of the dynamic context; not with --audio-context "
+                             "full")
+        settings.update(audio_context="dynamic", audio_context_margin=opts.audio_context_margin)
+    if settings:
         try:
-            model.configure(audio_context=audio_context)
+            model.configure(**settings)
         except ValueError as e:
             raise UsageError(f"--audio-context: {e}") from e
     return model
@@ -191,8 +200,9 @@ def run_key(model_source: str, manifest: Path, opts: DecodeOptions, utts: Sequen
     options = asdict(opts)
     if opts.backend == "transformers":  # as before backends existed, so evaluations made then still count as done
         del options["backend"], options["compute_type"]
-    if not opts.audio_context:  # likewise for evaluations made before the override existed
-        del options["audio_context"]
+    for name in ("audio_context", "audio_context_margin"):  # likewise for evaluations made before these existed
+        if not options[name]:
+            del options[name]
     if not opts.gate:  # as the card says: the card is part of the model's fingerprint
         del options["gate"]
     blob = json.dumps({"model": model_fingerprint(model_source), "manifest": str(manifest.resolve()),
