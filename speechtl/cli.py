@@ -18,25 +18,40 @@ LOG = logging.getLogger("speechtl.cli")
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
+    """One model on one or more test sets (``--manifest A --out DA --manifest B --out DB``): every manifest is read
+    before anything is decoded, and the model is loaded once, when the first set needs decoding."""
     from speechtl.data.manifest import read_manifest
     from speechtl.evaluate.decode import DecodeOptions, evaluate_manifest, load_for_eval
-    from speechtl.io import setup_logging
+    from speechtl.io import logging_to, setup_logging
 
-    out = Path(args.out)
-    setup_logging(out / "eval.log")
-    utts = read_manifest(args.manifest)
-    if args.max_duration:
-        kept = [u for u in utts if u.duration <= args.max_duration]
-        LOG.warning("--max-duration %.1f dropped %d of %d utterances", args.max_duration, len(utts) - len(kept),
-                    len(utts))
-        utts = kept
+    if len(args.manifest) != len(args.out):
+        raise UsageError(f"eval: give one --out per --manifest (got {len(args.manifest)} --manifest, "
+                         f"{len(args.out)} --out)")
+    setup_logging()
+    sets = []
+    for manifest, out in zip(args.manifest, args.out, strict=True):
+        utts = read_manifest(manifest)
+        if args.max_duration:
+            kept = [u for u in utts if u.duration <= args.max_duration]
+            LOG.warning("%s: --max-duration %.1f dropped %d of %d utterances", manifest, args.max_duration,
+                        len(utts) - len(kept), len(utts))
+            utts = kept
+        sets.append((Path(manifest), Path(out), utts))
     opts = DecodeOptions(batch_size=args.batch_size, num_beams=args.beams, normalizer=args.normalizer,
                          backend=args.backend, compute_type=args.compute_type, audio_context=args.audio_context,
                          audio_context_margin=args.audio_context_margin, gate=args.gate)
-    res = evaluate_manifest(args.model, lambda: load_for_eval(args.model, opts, device=args.device), utts,
-                            Path(args.manifest), out, opts, force=args.force)
-    print(f"{out}: WER {100 * res['wer']['rate']:.2f}%  CER {100 * res['cer']['rate']:.2f}%  "
-          f"({res['utterances']} utterances)")
+    loaded = []
+
+    def load():
+        if not loaded:
+            loaded.append(load_for_eval(args.model, opts, device=args.device))
+        return loaded[0]
+
+    for manifest, out, utts in sets:
+        with logging_to(out / "eval.log"):
+            res = evaluate_manifest(args.model, load, utts, manifest, out, opts, force=args.force)
+        print(f"{out}: WER {100 * res['wer']['rate']:.2f}%  CER {100 * res['cer']['rate']:.2f}%  "
+              f"({res['utterances']} utterances)")
     return 0
 
 
@@ -266,8 +281,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     e = sub.add_parser("eval", help="transcribe a manifest and score WER/CER (per speaker and accent)")
     e.add_argument("--model", required=True, help="hub id, checkpoint dir, experiment dir, or CTranslate2 dir")
-    e.add_argument("--manifest", required=True, help="JSON Lines manifest to transcribe")
-    e.add_argument("--out", required=True, help="output dir: hyp.jsonl, scores.json, per_utt, wer")
+    e.add_argument("--manifest", required=True, action="append", help="JSON Lines manifest to transcribe; "
+                   "repeat it, each with its own --out, to evaluate several sets with one load of the model")
+    e.add_argument("--out", required=True, action="append",
+                   help="output dir: hyp.jsonl, scores.json, per_utt, wer, eval.log")
     e.add_argument("--batch-size", type=int, default=16)
     e.add_argument("--beams", type=int, default=1, help="beam size (1: greedy)")
     e.add_argument("--normalizer", default="whisper", choices=["whisper", "none"])

@@ -214,6 +214,21 @@ def _is_terminal(stream: Any) -> bool:
         return False
 
 
+@contextlib.contextmanager
+def logging_to(log_file: str | os.PathLike) -> Iterator[None]:
+    """Also append speechtl's log to ``log_file`` while inside, and only then: one command that makes several outputs
+    (``speechtl eval`` of several sets) leaves each its own log."""
+    root = logging.getLogger("speechtl")
+    before = set(root.handlers)
+    setup_logging(log_file, root.level or logging.INFO)
+    try:
+        yield
+    finally:
+        for h in set(root.handlers) - before:
+            root.removeHandler(h)
+            h.close()
+
+
 def setup_logging(log_file: str | os.PathLike | None = None, level: int = logging.INFO) -> None:
     """Log to stderr and, when given, append to ``log_file`` (the experiment's log).
 

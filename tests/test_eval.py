@@ -1,4 +1,5 @@
 import json
+from pathlib import Path
 
 import pytest
 from helpers import tone, write_manifest_rows
@@ -31,6 +32,28 @@ def test_eval_writes_every_artefact(tiny_whisper, toy_manifest, tmp_path):
     by_eval, by_score = (json.loads((d / "scores.json").read_text()) for d in (out, scored))
     assert {k: v for k, v in by_eval.items() if k not in provenance} == \
         {k: v for k, v in by_score.items() if k not in provenance}
+
+
+def test_eval_of_several_sets_loads_the_model_once_and_logs_each_apart(tiny_whisper, toy_manifest, tmp_path,
+                                                                     monkeypatch, capsys):
+    import speechtl.evaluate.decode as decode
+
+    loads = []
+    real = decode.load_for_eval
+    monkeypatch.setattr(decode, "load_for_eval", lambda *a, **k: loads.append(a[0]) or real(*a, **k))
+    rows = [json.loads(x) for x in Path(toy_manifest).read_text().splitlines()]
+    second = write_manifest_rows(Path(toy_manifest).parent / "second.jsonl", rows[:3])
+    out = tmp_path / "ev"
+    assert run_cli("eval", "--model", tiny_whisper, "--manifest", toy_manifest, "--out", out / "a",
+                   "--manifest", second, "--out", out / "b", "--batch-size", 3) == 0
+    assert loads == [str(tiny_whisper)]
+    assert [json.loads((out / s / "scores.json").read_text())["utterances"] for s in "ab"] == [8, 3]
+    assert str(out / "a") in (out / "a" / "eval.log").read_text()
+    assert str(out / "a") not in (out / "b" / "eval.log").read_text()  # each set's log is its own
+    assert f"{out / 'b'}: WER" in capsys.readouterr().out
+    assert run_cli("eval", "--model", tiny_whisper, "--manifest", toy_manifest, "--manifest", second,
+                   "--out", out / "c") == 2
+    assert "one --out per --manifest" in capsys.readouterr().err
 
 
 def test_scoring_text_never_imports_torch(toy_manifest, tmp_path):

@@ -82,11 +82,10 @@ run_stage() {  # run_stage N description command...: time it, and log it to EXP/
   fi
 }
 
-evaluate_all() {  # evaluate_all MODEL OUT_DIR
-  for s in "${sets[@]}"; do
-    speechtl eval --model "$1" --manifest "$(manifest_of "$s")" --out "$2/$s" \
-      --batch-size "$eval_batch_size" "${device_args[@]}"
-  done
+evaluate_all() {  # evaluate_all MODEL OUT_DIR: every set, with one load of the model
+  local args=()
+  for s in "${sets[@]}"; do args+=(--manifest "$(manifest_of "$s")" --out "$2/$s"); done
+  speechtl eval --model "$1" "${args[@]}" --batch-size "$eval_batch_size" "${device_args[@]}"
 }
 
 report() {  # RESULTS.md (speaker-bootstrap CIs, forgetting score, error analysis, plots/), results.json, scoring/
