@@ -255,7 +255,8 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
     path, text = compare(args.paths, Path(args.out), _bootstrap(args), parse_roles(args.role), args.title,
                          args.forgetting_weight, args.forgetting_tolerance, plots=not args.no_plots,
-                         base_label=args.base_label, pairs=[tuple(p) for p in args.pair])
+                         base_label=args.base_label, pairs=[tuple(p) for p in args.pair],
+                         times=not args.no_times)
     print(text)
     print(f"wrote {path}")
     return 0
@@ -418,6 +419,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_stats_options(c)
     _add_forgetting_options(c)
     c.add_argument("--no-plots", action="store_true", help="skip the PNG plot")
+    c.add_argument("--no-times", action="store_true", help="leave out the table of each experiment's recipe stage "
+                   "times (e.g. runs timed on a machine shared with other work)")
     c.set_defaults(func=cmd_compare)
     return p
 

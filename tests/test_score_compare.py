@@ -195,6 +195,9 @@ def test_compare_pairs_two_named_systems_on_every_set_both_have(tmp_path, capsys
     # each experiment's recipe stages (a resumed stage counts both runs), and the sum of all
     assert "| lora | 2.0 | 6.0 | 8.0 |" in md and "| full | – | 1.5 | 1.5 |" in md
     assert "| all | 2.0 | 7.5 | **9.5** |" in md
+    assert main(["compare", str(small), str(full), "--out", str(out), "--n-boot", "300", "--no-plots",
+                 "--no-times"]) == 0
+    assert "## Time" not in (out / "COMPARE.md").read_text()
     assert main(["compare", str(small), "--out", str(out), "--pair", "lora", "nobody"]) == 2
     assert "no system named 'nobody'" in capsys.readouterr().err
 

@@ -312,7 +312,7 @@ def time_lines(systems: list[System]) -> list[str]:
 
 
 def render(title: str, boards: list[Leaderboard], fs: dict[str, ForgettingScore], systems: list[System],
-           cfg: BootstrapConfig, plot: Path | None, pairs: list[Pair] | None = None) -> str:
+           cfg: BootstrapConfig, plot: Path | None, pairs: list[Pair] | None = None, times: bool = True) -> str:
     md = [f"# {title}", "", f"Written by `speechtl compare` on {time.strftime('%Y-%m-%d %H:%M %Z')} from the "
           "evaluation files of each system; nothing is typed by hand.", "", "## Systems", ""]
     md += table(["system", "kind", "method", "trainable params", "of total", "from"],
@@ -337,7 +337,7 @@ def render(title: str, boards: list[Leaderboard], fs: dict[str, ForgettingScore]
                      for k, v in sorted(fs.items(), key=lambda kv: -kv[1].score.value)], "lrrr")
         first = next(iter(fs.values()))
         md += ["", f"τ = {rel(first.tolerance)}, λ = {first.weight:g}.", ""]
-    md += time_lines(systems)
+    md += time_lines(systems) if times else []
     if plot is not None:
         md += ["## WER against trainable parameters", "", f"![WER against trainable parameters](plots/{plot.name})",
                "", "Dashed lines: systems without adaptation (base models, external systems).", ""]
@@ -346,7 +346,8 @@ def render(title: str, boards: list[Leaderboard], fs: dict[str, ForgettingScore]
 
 def compare(paths: list[str], out_dir: Path, cfg: BootstrapConfig | None = None, roles: dict[str, str] | None = None,
             title: str = "Comparison", weight: float = 1.0, tolerance: float = 0.05, plots: bool = True,
-            base_label: str | None = None, pairs: list[tuple[str, str]] | None = None) -> tuple[Path, str]:
+            base_label: str | None = None, pairs: list[tuple[str, str]] | None = None,
+            times: bool = True) -> tuple[Path, str]:
     """Write COMPARE.md, compare.json and the plot; return COMPARE.md's path and the leaderboards (and the paired
     differences ``pairs`` asks for: (first, second) system labels) as text."""
     cfg = cfg or BootstrapConfig()
@@ -369,7 +370,7 @@ def compare(paths: list[str], out_dir: Path, cfg: BootstrapConfig | None = None,
         plot = plot_wer_vs_params(panels, out_dir / "plots" / "wer_vs_params.png", cfg.level)
     out_dir.mkdir(parents=True, exist_ok=True)
     with atomic_write(out_dir / "COMPARE.md") as f:
-        f.write(render(title, boards, fs, systems, cfg, plot, paired))
+        f.write(render(title, boards, fs, systems, cfg, plot, paired, times))
     write_json(out_dir / "compare.json", {
         "schema_version": SCHEMA_VERSION, "title": title, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "bootstrap": cfg.to_dict(), "roles": roles, "environment": environment(),
