@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import functools
 import logging
 import os
 import sys
@@ -40,13 +41,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     opts = DecodeOptions(batch_size=args.batch_size, num_beams=args.beams, normalizer=args.normalizer,
                          backend=args.backend, compute_type=args.compute_type, audio_context=args.audio_context,
                          audio_context_margin=args.audio_context_margin, gate=args.gate)
-    loaded = []
-
-    def load():
-        if not loaded:
-            loaded.append(load_for_eval(args.model, opts, device=args.device))
-        return loaded[0]
-
+    load = functools.cache(lambda: load_for_eval(args.model, opts, device=args.device))  # once, and only if needed
     for manifest, out, utts in sets:
         with logging_to(out / "eval.log"):
             res = evaluate_manifest(args.model, load, utts, manifest, out, opts, force=args.force)
