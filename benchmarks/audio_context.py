@@ -3,10 +3,10 @@
     nice -n 10 python benchmarks/audio_context.py [--n 100 60] [--margins 0,0.5,1,2] [--batch-size 16]
     python benchmarks/audio_context.py --n 4 4 --margins 0,1 --out /tmp/audio_context  # smoke
 
-At ``audio_context: dynamic`` a batch is padded to its longest utterance plus ``audio_context_margin``
-seconds instead of to 30 s. Whisper was trained on 30 s windows, so a context cut at the end of the
-speech can make the *pretrained* model stop early or hallucinate (whisper.cpp users warn the same for
-``-ac``); a margin costs encoder time. This decodes the same utterances with the pretrained offline
+At ``audio_context: dynamic`` a batch to decode is padded to its longest utterance plus a margin
+(``audio_context_decode_margin``, else ``audio_context_margin``) instead of to 30 s. Whisper was trained
+on 30 s windows, so a context cut at the end of the speech can make the *pretrained* model stop early or
+hallucinate (whisper.cpp users warn the same for ``-ac``); a margin costs encoder time. This decodes the same utterances with the pretrained offline
 tiny.en (or ``--model``) at full context and at dynamic context for each margin, through speechtl's own decoding path
 (``transcribe_utterances``, greedy, length-sorted batches as ``speechtl eval`` makes them), and reports
 WER (Whisper normaliser), its edit operations, decode seconds (wall, and this process's CPU seconds,
@@ -41,7 +41,8 @@ def main() -> None:
                     help="a hub id (pretrained) or an adapted experiment's model dir (its saved context is shown)")
     ap.add_argument("--manifests", nargs="+", default=[str(m) for m in MANIFESTS])
     ap.add_argument("--n", type=int, nargs="+", default=[100, 60], help="utterances of each manifest (evenly spread)")
-    ap.add_argument("--margins", default="0,0.5,1,2", help="audio_context_margin values (s) at dynamic context")
+    ap.add_argument("--margins", default="0,0.5,1,2",
+                    help="decoding margins (s) at dynamic context (audio_context_decode_margin)")
     ap.add_argument("--batch-size", type=int, default=16)
     ap.add_argument("--note", default="", help="a sentence for the report (what the model is, what else ran)")
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "audio_context"))
@@ -68,7 +69,8 @@ def main() -> None:
     from speechtl.models import load_model
 
     model = load_model(args.model, device="cpu")
-    saved = {k: getattr(model.module.config, k, None) for k in ("audio_context", "audio_context_margin")}
+    saved = {k: getattr(model.module.config, k, None)
+             for k in ("audio_context", "audio_context_margin", "audio_context_decode_margin")}
     opts = DecodeOptions(batch_size=args.batch_size)
     settings = [("full", None)] + [("dynamic", float(m)) for m in args.margins.split(",")]
     load_before = os.getloadavg()
@@ -80,7 +82,7 @@ def main() -> None:
         rows, hyps_full = {}, None
         for context, margin in settings:
             name = "full" if margin is None else f"dynamic {margin:g} s"
-            model.configure(audio_context=context, **({} if margin is None else {"audio_context_margin": margin}))
+            model.configure(audio_context=context, **({} if margin is None else {"audio_context_decode_margin": margin}))
             w0, c0 = time.perf_counter(), time.process_time()
             hyps = transcribe_utterances(model, utts, opts, desc=name)
             wall, cpu = time.perf_counter() - w0, time.process_time() - c0
@@ -112,7 +114,7 @@ def markdown(r: dict) -> str:
     env, saved = r["environment"], r.get("saved_settings", {"audio_context": None})
     who = (f"pretrained {r['model']} (offline copy), not adapted" if saved["audio_context"] is None else
            f"adapted model `{r['model']}` (saved with audio_context {saved['audio_context']}, margin "
-           f"{saved['audio_context_margin']} s)")
+           f"{saved['audio_context_margin']} s, decoding margin {saved.get('audio_context_decode_margin')} s)")
     lines = [
         "# Whisper's dynamic audio context: which margin?",
         "",

@@ -292,7 +292,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "(default: as the model was adapted; a pretrained model decodes at full)")
     e.add_argument("--audio-context-margin", type=float, default=0.0, metavar="SECONDS",
                    help="Whisper: decode at dynamic context keeping this many seconds after each batch's longest "
-                   "utterance (default: the model's own margin, 1 s unless it was adapted with another)")
+                   "utterance (default: the model's own decoding margin, audio_context_decode_margin, else its "
+                   "audio_context_margin, 1 s unless it was adapted with another)")
     e.add_argument("--backend", default="transformers", choices=["transformers", "ctranslate2"],
                    help="decode with the transformers model, or with CTranslate2's runtime (the model, LoRA merged, "
                    "converted once and cached by its weights' hash; a CTranslate2 dir runs as it is)")

@@ -45,6 +45,18 @@ def test_dynamic_collate_pads_to_the_longest_plus_the_margin(tiny_whisper):
         model.configure(audio_context="half")
 
 
+def test_a_batch_to_decode_keeps_the_decoding_margin_and_one_to_train_on_the_training_margin(tiny_whisper):
+    model = load_model(str(tiny_whisper))
+    audios = [np.zeros(16000, np.float32)]  # 1.0 s: 100 mel frames
+    model.configure(audio_context="dynamic", audio_context_margin=0.5)
+    assert model.collate(audios)["input_features"].shape[-1] == 150  # no decoding margin: the training one
+    model.configure(audio_context_decode_margin=2.0)
+    assert model.collate(audios)["input_features"].shape[-1] == 300
+    assert model.collate(audios, ["a b"])["input_features"].shape[-1] == 150
+    with pytest.raises(ValueError, match="audio_context_decode_margin must be a number of seconds"):
+        model.configure(audio_context_decode_margin=31)
+
+
 def test_dynamic_decoding_has_a_token_budget_by_duration(tiny_whisper, monkeypatch):
     model = load_model(str(tiny_whisper))
     seen = {}
@@ -69,14 +81,17 @@ def test_a_model_adapted_at_dynamic_context_decodes_so_unless_told(method, tiny_
     manifest = toy_corpus(tmp_path / "data", n=4)
     cfg = TrainConfig(method=method, max_steps=2, batch_size=2, eval_every=0, save_every=2, warmup_steps=0,
                       settings={"rank": 2} if method == "lora" else None,
-                      model_settings={"audio_context": "dynamic", "audio_context_margin": 0.5})
+                      model_settings={"audio_context": "dynamic", "audio_context_margin": 0.5,
+                                      "audio_context_decode_margin": 2.0})
     train(load_model(str(tiny_whisper)), read_manifest(manifest), tmp_path / "exp" / "train", cfg)
     if method == "lora":
         card = json.loads((tmp_path / "exp" / "train" / "model" / "speechtl_card.json").read_text())
-        assert card["model_settings"] == {"audio_context": "dynamic", "audio_context_margin": 0.5}
+        assert card["model_settings"] == {"audio_context": "dynamic", "audio_context_margin": 0.5,
+                                          "audio_context_decode_margin": 2.0}
     exp = str(tmp_path / "exp" / "train")
     adapted = speechtl.load_model(exp)
     assert adapted.audio_context == "dynamic"
+    assert adapted.collate([np.zeros(16000, np.float32)])["input_features"].shape[-1] == 300  # 1 s + 2 s
     assert load_model(str(tiny_whisper)).audio_context == "full"  # the base is untouched
     assert load_for_eval(exp, DecodeOptions(audio_context="full")).audio_context == "full"
     # the CLI override decodes again (a different run key) and says which context it used
@@ -85,7 +100,8 @@ def test_a_model_adapted_at_dynamic_context_decodes_so_unless_told(method, tiny_
     assert main(["eval", "--model", exp, "--manifest", str(manifest), "--out", str(out / "dyn"),
                  "--audio-context", "full"]) == 0
     assert json.loads((out / "dyn" / "scores.json").read_text())["options"]["audio_context"] == "full"
-    assert load_for_eval(exp, DecodeOptions(audio_context_margin=3.0)).module.config.audio_context_margin == 3.0
+    told = load_for_eval(exp, DecodeOptions(audio_context_margin=3.0)).module.config
+    assert (told.audio_context_decode_margin, told.audio_context_margin) == (3.0, 0.5)  # training's is left as saved
     assert main(["eval", "--model", exp, "--manifest", str(manifest), "--out", str(out / "m3"),
                  "--audio-context-margin", "3"]) == 0
     assert json.loads((out / "m3" / "scores.json").read_text())["options"]["audio_context_margin"] == 3.0

@@ -45,7 +45,8 @@ class DecodeOptions:
     compute_type: str = "default"
     #: Whisper's audio context for this decode (``full`` | ``dynamic``); empty: as the model was saved.
     audio_context: str = ""
-    #: Seconds kept after a batch's longest utterance at dynamic context (implies ``dynamic``); 0: as saved.
+    #: Seconds kept after a batch's longest utterance at dynamic context (implies ``dynamic``; the model's
+    #: ``audio_context_decode_margin`` for this decode); 0: as saved.
     audio_context_margin: float = 0.0
     #: The confidence gate (:mod:`speechtl.models.gate`): empty: as the adapter's card says (none without one);
     #: ``off``: the adapter decodes everything; a number: that threshold instead of the card's.
@@ -91,7 +92,7 @@ def with_audio_context(model: SpeechModel, opts: DecodeOptions) -> SpeechModel:
         if opts.audio_context == "full":
             raise UsageError("--audio-context-margin is the margin of the dynamic context; not with --audio-context "
                              "full")
-        settings.update(audio_context="dynamic", audio_context_margin=opts.audio_context_margin)
+        settings.update(audio_context="dynamic", audio_context_decode_margin=opts.audio_context_margin)
     if settings:
         try:
             model.configure(**settings)

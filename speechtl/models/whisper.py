@@ -178,10 +178,11 @@ class WhisperASR(SpeechModel):
     #: Every linear of the attention (self and cross) and feed-forward layers, in encoder and decoder.
     lora_targets = ("q_proj", "k_proj", "v_proj", "out_proj", "fc1", "fc2")
     #: SpecAugment, plus the audio context: ``full`` pads every input to 30 s as Whisper was trained;
-    #: ``dynamic`` pads a batch only to its longest utterance plus ``audio_context_margin`` seconds.
+    #: ``dynamic`` pads a batch only to its longest utterance plus ``audio_context_margin`` seconds, and a
+    #: batch to decode (no transcripts) plus ``audio_context_decode_margin`` where set (see :meth:`context_frames`).
     #: Saved in the checkpoint's config, so a model adapted at dynamic context decodes that way.
     settings = {**SPEC_AUGMENT, "audio_context": _audio_context, "audio_context_margin": _seconds,
-                "audio_context_fallback": flag}
+                "audio_context_decode_margin": _seconds, "audio_context_fallback": flag}
 
     def __init__(self, module, feature_extractor, tokenizer, source: str = "", language: str | None = None,
                  task: str = "transcribe") -> None:
@@ -205,12 +206,22 @@ class WhisperASR(SpeechModel):
         """``full`` or ``dynamic`` (see :attr:`settings`); a pretrained checkpoint is ``full``."""
         return getattr(self.module.config, "audio_context", "full")
 
-    def context_frames(self, num_samples: int) -> int:
-        """Mel frames the encoder sees for a batch whose longest input has ``num_samples`` samples."""
+    def context_frames(self, num_samples: int, decoding: bool = False) -> int:
+        """Mel frames the encoder sees for a batch whose longest input has ``num_samples`` samples.
+
+        A batch to decode may keep a wider margin (``audio_context_decode_margin``) than one to train on
+        (``audio_context_margin``): training at a tight margin is what makes dynamic context cheap, and the
+        adapted model reads its own accent well so; but real speech unlike the training data, decoded as tight,
+        lost up to 3 WER points against the same model at 30 s, and a few seconds more of context cost
+        decoding little (recipes/synthetic_caribbean/results/audio_context/RESULTS.md).
+        """
         full = self.feature_extractor.nb_max_frames
         if self.audio_context == "full":
             return full
-        margin = getattr(self.module.config, "audio_context_margin", DEFAULT_MARGIN_SECONDS)
+        config = self.module.config
+        margin = getattr(config, "audio_context_margin", DEFAULT_MARGIN_SECONDS)
+        if decoding and getattr(config, "audio_context_decode_margin", None) is not None:
+            margin = config.audio_context_decode_margin
         frames = math.ceil(num_samples / self.feature_extractor.hop_length + margin * MEL_FRAMES_PER_SECOND)
         return min(full, frames + frames % 2)  # the encoder's second convolution has stride 2
 
@@ -253,13 +264,14 @@ class WhisperASR(SpeechModel):
 
     def collate(self, audios: Sequence[np.ndarray], texts: Sequence[str] | None = None,
                 langs: Sequence[str] | None = None) -> dict[str, torch.Tensor]:
-        """Log-mel features (padded as :attr:`audio_context` says), and labels for ``texts``.
+        """Log-mel features (padded as :attr:`audio_context` says), and labels for ``texts``: a batch without
+        them is one to decode (:meth:`context_frames`'s decoding margin).
 
         A multilingual model is told each utterance's language (``langs``: the manifest's ``lang``) in
         its prefix, in training and decoding alike; without ``langs`` it gets :attr:`language`. An
         English-only model has no language token and ignores ``langs``.
         """
-        frames = self.context_frames(max(len(a) for a in audios))
+        frames = self.context_frames(max(len(a) for a in audios), decoding=texts is None)
         feats = self.feature_extractor(list(audios), sampling_rate=self.sampling_rate, return_tensors="pt",
                                        max_length=frames * self.feature_extractor.hop_length, truncation=True)
         batch = {"input_features": feats.input_features}
