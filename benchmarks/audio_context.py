@@ -4,16 +4,16 @@
     python benchmarks/audio_context.py --n 4 4 --margins 0,1 --out /tmp/audio_context  # smoke
 
 At ``audio_context: dynamic`` a batch to decode is padded to its longest utterance plus a margin
-(``audio_context_decode_margin``, else ``audio_context_margin``) instead of to 30 s. Whisper was trained
-on 30 s windows, so a context cut at the end of the speech can make the *pretrained* model stop early or
-hallucinate (whisper.cpp users warn the same for ``-ac``); a margin costs encoder time. This decodes the same utterances with the pretrained offline
-tiny.en (or ``--model``) at full context and at dynamic context for each margin, through speechtl's own decoding path
-(``transcribe_utterances``, greedy, length-sorted batches as ``speechtl eval`` makes them), and reports
-WER (Whisper normaliser), its edit operations, decode seconds (wall, and this process's CPU seconds,
-which a shared machine's other load inflates less), and how many transcripts differ from the full
-context's and in which direction. Sets (default): every k-th of speechocean762's ``test_adults`` (real
-Mandarin-L1 read speech, with the corpus's silences around it) and of the synthetic recipe's ``test_us``
-(espeak-ng, tight to the speech). Writes ``benchmarks/results/audio_context.{json,md}``.
+(``audio_context_decode_margin``, else ``audio_context_margin``) instead of to 30 s. Whisper was trained on 30 s
+windows, so a context cut at the end of the speech can make the *pretrained* model stop early or hallucinate
+(whisper.cpp users warn the same for ``-ac``); a margin costs encoder time. This decodes the same utterances with
+the pretrained offline tiny.en (or ``--model``) at full context and at dynamic context for each margin, through
+speechtl's own decoding path (``transcribe_utterances``, greedy, length-sorted batches as ``speechtl eval`` makes
+them), and reports WER (Whisper normaliser), its edit operations, decode seconds (wall, and this process's CPU
+seconds, which a shared machine's other load inflates less), and how many transcripts differ from the full
+context's and in which direction. Sets (default): every k-th of speechocean762's ``test_adults`` (real Mandarin-L1
+read speech, with the corpus's silences around it) and of the synthetic recipe's ``test_us`` (espeak-ng, tight to
+the speech). Writes ``benchmarks/results/audio_context.{json,md}``.
 
 ``--model`` takes a model adapted at dynamic context instead (an experiment's model dir): whether adapting
 removes the pretrained model's need for a margin is the question that decides the training default, e.g.
@@ -82,7 +82,8 @@ def main() -> None:
         rows, hyps_full = {}, None
         for context, margin in settings:
             name = "full" if margin is None else f"dynamic {margin:g} s"
-            model.configure(audio_context=context, **({} if margin is None else {"audio_context_decode_margin": margin}))
+            margins = {} if margin is None else {"audio_context_decode_margin": margin}
+            model.configure(audio_context=context, **margins)
             w0, c0 = time.perf_counter(), time.process_time()
             hyps = transcribe_utterances(model, utts, opts, desc=name)
             wall, cpu = time.perf_counter() - w0, time.process_time() - c0
