@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Adapt Whisper tiny.en to (synthetic) Caribbean English, offline, by four methods, and compare them:
 # WER before and after, and trainable parameters, for each.
-#   ./run.sh                                  every method, at dynamic audio context (~23 min on 2 CPU cores)
+#   ./run.sh                                  every method, at dynamic audio context (~25 min on 2 CPU cores)
 #   ./run.sh --methods "lora adapters"        some (each is conf/train_<method>.yaml)
 #   ./run.sh --methods path/to/mine.yaml      any training config, named after its file
 #   ./run.sh --stage 3 --stop-stage 4         a range of ../TEMPLATE/asr.sh's stages, for each method
