@@ -2,6 +2,7 @@
 
 import json
 
+import numpy as np
 import pytest
 import torch
 from helpers import SMALL, spoken_corpus
@@ -191,12 +192,15 @@ def test_audio_context_setting_goes_into_the_card_and_back(tiny_whisper, corpus,
     from speechtl.models.ct2 import export_ct2
 
     model = load_model(str(tiny_whisper))
-    model.module.config.audio_context, model.module.config.audio_context_margin = "dynamic", 0.5
+    model.configure(audio_context="dynamic", audio_context_margin=0.5, audio_context_decode_margin=2.0)
     card = export_ct2(model, tmp_path / "ct2")
-    assert card["model_settings"] == {"audio_context": "dynamic", "audio_context_margin": 0.5}
+    assert card["model_settings"] == {"audio_context": "dynamic", "audio_context_margin": 0.5,
+                                      "audio_context_decode_margin": 2.0}
     assert "faster-whisper pads every input to 30 s" in card["note"]
     back = load_model(str(tmp_path / "ct2"))
-    assert (back.module.config.audio_context, back.module.config.audio_context_margin) == ("dynamic", 0.5)
+    assert (back.module.config.audio_context, back.module.config.audio_context_decode_margin) == ("dynamic", 2.0)
+    one_second = [np.zeros(16000, np.float32)]
+    assert back.collate(one_second)["input_features"].shape[-1] == 300  # the CTranslate2 front decodes at 1 s + 2 s
     # decoded on CTranslate2 with the features the model's own front end makes (at its audio context)
     batch = batch_of(model, corpus)
     if getattr(model, "audio_context", "full") == "dynamic":  # the model family knows the setting

@@ -304,7 +304,8 @@ def export_ct2(model, out_dir: str | os.PathLike, quantization: str = "float32",
     if context != "full":
         info["note"] = (f"adapted at audio context {context!r}: faster-whisper pads every input to 30 s; to decode as "
                         "trained, give ctranslate2.models.Whisper features padded to the batch's longest utterance "
-                        "plus the margin (speechtl eval --backend ctranslate2 does)")
+                        "plus the decoding margin, audio_context_decode_margin, else audio_context_margin (speechtl "
+                        "eval --backend ctranslate2 does)")
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=".ct2-export.", dir=out_dir.parent) as tmp, atomic_dir(out_dir) as dst:
         model.save(tmp)
