@@ -17,9 +17,10 @@ Makes ``--n`` short espeak-ng en-us utterances, then times, on the same warm pro
     that per margin); ``--model EXP_MODEL_DIR`` of a model adapted at dynamic context gives the real
     figure, its other speechtl rows then decoding at full context, as the pipeline does.
 The pipeline decodes Whisper with a beam of 5 by default, speechtl greedily; both are also timed with
-the other's decoding, so the ratio is shown like for like too. Each default timing is the best of
-``--repeats``. Writes ``benchmarks/results/eval_speed.{json,md}``: the
-speed ratio, both WERs, and which transcripts differ, with the settings behind the differences.
+the other's decoding, so the ratio is shown like for like too. Every row's time is its best of
+``--repeats`` rounds, the rounds interleaved over all rows (see ``interleaved``). Writes
+``benchmarks/results/eval_speed.{json,md}``: the speed ratio, both WERs, and which transcripts differ, with the
+settings behind the differences.
 A quick check that it runs: ``--n 3 --repeats 1 --out /tmp/eval_speed``.
 """
 
@@ -30,7 +31,9 @@ import json
 import subprocess
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -61,13 +64,29 @@ def make_utterances(n: int, workdir: Path) -> list[Utterance]:
     return utts
 
 
-def best_of(repeats: int, fn):
-    times, out = [], None
+def interleaved(repeats: int, systems: dict[str, Callable[[], dict[str, str]]]) -> dict[str, tuple[float, dict]]:
+    """Each system's best time of ``repeats`` rounds, and its transcripts.
+
+    The rounds are interleaved (A B C, A B C, …) rather than each system's repeats run back to back, and every
+    system gets the same number: a slow spell of a shared machine then falls on all of them alike instead of on
+    whichever ran at the time, and no ratio compares one system's best of three with another's single run.
+    """
+    best: dict[str, float] = {}
+    out: dict[str, dict] = {}
     for _ in range(repeats):
-        t0 = time.perf_counter()
-        out = fn()
-        times.append(time.perf_counter() - t0)
-    return min(times), out
+        for name, fn in systems.items():
+            t0 = time.perf_counter()
+            out[name] = fn()
+            best[name] = min(best.get(name, float("inf")), time.perf_counter() - t0)
+    return {name: (best[name], out[name]) for name in systems}
+
+
+def at_context(model, context: str, fn: Callable[[], dict[str, str]]) -> Callable[[], dict[str, str]]:
+    """``fn`` run with ``model`` (or the front end of a CTranslate2 backend built on it) at ``context``."""
+    def run() -> dict[str, str]:
+        with model.settings_as({"audio_context": context}):
+            return fn()
+    return run
 
 
 def main() -> None:
@@ -90,21 +109,27 @@ def main() -> None:
         pipe = pipeline("automatic-speech-recognition", model=model_dir, device="cpu")
         pipe([audios[0]])  # warm-up, both sides
         transcribe_utterances(model, utts[:2], DecodeOptions())
-        t_pipe, out = best_of(args.repeats, lambda: pipe([{"raw": a, "sampling_rate": 16000} for a in audios]))
-        pipe_hyps = {u.id: o["text"].strip() for u, o in zip(utts, out, strict=True)}
-        t_ours, ours = best_of(args.repeats, lambda: transcribe_utterances(model, utts, DecodeOptions()))
-        t_b1, ours_b1 = best_of(1, lambda: transcribe_utterances(model, utts, DecodeOptions(batch_size=1)))
+
+        def piped(**kwargs: Any) -> dict[str, str]:
+            out = pipe([{"raw": a, "sampling_rate": 16000} for a in audios], **kwargs)
+            return {u.id: o["text"].strip() for u, o in zip(utts, out, strict=True)}
+
         # the same decoding on both sides: the pipeline's default beam of 5, and greedy
         beams = pipeline_settings(pipe)["generate_kwargs"].get("num_beams", 1)
-        t_ours_beam, ours_beam = best_of(1, lambda: transcribe_utterances(model, utts, DecodeOptions(num_beams=beams)))
-        t_pipe_greedy, out_g = best_of(1, lambda: pipe([{"raw": a, "sampling_rate": 16000} for a in audios],
-                                                       generate_kwargs={"num_beams": 1}))
-        pipe_greedy = {u.id: o["text"].strip() for u, o in zip(utts, out_g, strict=True)}
+        ours_at = {"speechtl": DecodeOptions(), "speechtl_batch1": DecodeOptions(batch_size=1),
+                   f"speechtl_beam{beams}": DecodeOptions(num_beams=beams)}
+        systems = {"pipeline": piped, "pipeline_greedy": lambda: piped(generate_kwargs={"num_beams": 1}),
+                   **{name: lambda o=o: transcribe_utterances(model, utts, o) for name, o in ours_at.items()},
+                   "speechtl_dynamic": at_context(model, "dynamic",
+                                                  lambda: transcribe_utterances(model, utts, DecodeOptions()))}
+        ct2_systems = {} if args.no_ctranslate2 else ctranslate2_systems(model, utts, audios)
+        systems.update(ct2_systems)
         ref_hyps = ctranslate2_reference(args.model, model, audios, utts)
-        ct2_rows = {} if args.no_ctranslate2 else ctranslate2_rows(model, utts, audios, args.repeats)
-        dyn_rows = dynamic_rows(model, utts, args.repeats, ctranslate2=not args.no_ctranslate2)
-        t_dyn, ours_dyn = dyn_rows.pop("speechtl_dynamic")
-        ct2_rows.update(dyn_rows)
+        timed = interleaved(args.repeats, systems)
+        (t_pipe, pipe_hyps), (t_pipe_greedy, pipe_greedy) = timed["pipeline"], timed["pipeline_greedy"]
+        (t_ours, ours), (t_b1, ours_b1) = timed["speechtl"], timed["speechtl_batch1"]
+        (t_ours_beam, ours_beam), (t_dyn, ours_dyn) = timed[f"speechtl_beam{beams}"], timed["speechtl_dynamic"]
+        ct2_rows = {name: timed[name] for name in ct2_systems}
     norm = normalizer_for("en")
     wer = {name: score_hypotheses(utts, h)[1].wer.rate
            for name, h in (("pipeline", pipe_hyps), ("speechtl", ours), ("speechtl_batch1", ours_b1),
@@ -164,8 +189,9 @@ FASTER_WHISPER_GREEDY = {"language": "en", "beam_size": 1, "temperature": 0.0, "
                          "vad_filter": False, "condition_on_previous_text": False}
 
 
-def ctranslate2_rows(model, utts, audios, repeats: int) -> dict[str, tuple[float, dict[str, str]]]:
-    """Seconds and transcripts of the CTranslate2 backend and of faster-whisper on the same converted model."""
+def ctranslate2_systems(model, utts, audios) -> dict[str, Callable[[], dict[str, str]]]:
+    """The CTranslate2 backend (at full and at dynamic context) and faster-whisper on the same converted model,
+    each built and warmed up, as systems for :func:`interleaved` to time."""
     try:
         import faster_whisper
     except ImportError:
@@ -174,16 +200,19 @@ def ctranslate2_rows(model, utts, audios, repeats: int) -> dict[str, tuple[float
     from speechtl.models.ct2 import CT2Whisper
 
     threads = torch.get_num_threads()
-    rows: dict[str, tuple[float, dict[str, str]]] = {}
-    ct2_dir = None
-    for compute in ("float32", "int8"):
-        backend = CT2Whisper.from_model(model, compute_type=compute, threads=threads)
-        ct2_dir = backend.ct2_dir
-        transcribe_utterances(backend, utts[:2], DecodeOptions())  # warm-up
-        rows[f"ctranslate2_{compute}"] = best_of(repeats, lambda b=backend: transcribe_utterances(b, utts,
-                                                                                                   DecodeOptions()))
+    systems: dict[str, Callable[[], dict[str, str]]] = {}
+    dynamic: dict[str, Callable[[], dict[str, str]]] = {}  # last in the table, as they were before
+    backends = {}
+    for context, suffix in (("full", ""), ("dynamic", "dynamic_")):
+        for compute in ("float32", "int8"):
+            with model.settings_as({"audio_context": context}):
+                backend = CT2Whisper.from_model(model, compute_type=compute, threads=threads)
+                transcribe_utterances(backend, utts[:2], DecodeOptions())  # warm-up
+            backends[context] = backend
+            (dynamic if suffix else systems)[f"ctranslate2_{suffix}{compute}"] = at_context(
+                model, context, lambda b=backend: transcribe_utterances(b, utts, DecodeOptions()))
     if faster_whisper is None:
-        return rows
+        return {**systems, **dynamic}
     # the utterances as clips of one stream: how the batched pipeline takes many short inputs at once
     stream = np.concatenate(audios)
     ends = np.cumsum([len(a) for a in audios]) / 16000
@@ -193,7 +222,8 @@ def ctranslate2_rows(model, utts, audios, repeats: int) -> dict[str, tuple[float
     clips = [{"start": float(b0 / 16000), "end": float(b1 / 16000)}
              for b0, b1 in zip(bounds[:-1], bounds[1:], strict=True)]
     for compute in ("float32", "int8"):
-        fw = faster_whisper.WhisperModel(str(ct2_dir), device="cpu", compute_type=compute, cpu_threads=threads)
+        fw = faster_whisper.WhisperModel(str(backends["full"].ct2_dir), device="cpu", compute_type=compute,
+                                         cpu_threads=threads)
 
         def one_by_one(fw=fw):
             out = {}
@@ -214,27 +244,9 @@ def ctranslate2_rows(model, utts, audios, repeats: int) -> dict[str, tuple[float
             return {u.id: " ".join(texts.get(i, [])).strip() for i, u in enumerate(utts)}
 
         one_by_one()  # warm-up
-        rows[f"faster_whisper_{compute}"] = best_of(repeats, one_by_one)
-        rows[f"faster_whisper_batched_{compute}"] = best_of(repeats, in_batches)
-    return rows
-
-
-def dynamic_rows(model, utts, repeats: int, ctranslate2: bool) -> dict[str, tuple[float, dict[str, str]]]:
-    """speechtl (and the CTranslate2 backend) at ``audio_context: dynamic``, default margin: what a model adapted
-    at dynamic context decodes with. The model is pretrained, so its WER here is the cost of the cut context
-    un-adapted (see audio_context.md); the speed is the one an adapted model gets. Leaves the model at full."""
-    model.configure(audio_context="dynamic")
-    rows = {"speechtl_dynamic": best_of(repeats, lambda: transcribe_utterances(model, utts, DecodeOptions()))}
-    if ctranslate2:
-        from speechtl.models.ct2 import CT2Whisper
-
-        for compute in ("float32", "int8"):
-            backend = CT2Whisper.from_model(model, compute_type=compute, threads=torch.get_num_threads())
-            transcribe_utterances(backend, utts[:2], DecodeOptions())  # warm-up
-            rows[f"ctranslate2_dynamic_{compute}"] = best_of(repeats, lambda b=backend: transcribe_utterances(
-                b, utts, DecodeOptions()))
-    model.configure(audio_context="full")
-    return rows
+        systems[f"faster_whisper_{compute}"] = one_by_one
+        systems[f"faster_whisper_batched_{compute}"] = in_batches
+    return {**systems, **dynamic}
 
 
 def resolve_local_for(model_id: str, model) -> Path:
