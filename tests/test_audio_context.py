@@ -18,6 +18,21 @@ from speechtl.models import load_model
 from speechtl.models.whisper import MEL_FRAMES_PER_SECOND, TOKEN_BUDGET_SLACK, TOKENS_PER_SECOND
 
 
+class RuntimeSpy:
+    """CTranslate2's runtime (a C++ object: wrapped rather than patched), recording each ``generate`` call's input
+    shape and options; everything else is the runtime's own."""
+
+    def __init__(self, runtime):
+        self.runtime, self.calls = runtime, []
+
+    def generate(self, features, *args, **kwargs):
+        self.calls.append((tuple(features.shape), kwargs))
+        return self.runtime.generate(features, *args, **kwargs)
+
+    def __getattr__(self, name):
+        return getattr(self.runtime, name)
+
+
 def test_encoder_at_30s_is_transformers_and_shorter_inputs_slice_the_positions(tiny_whisper):
     from transformers.models.whisper.modeling_whisper import WhisperEncoder
 
@@ -121,20 +136,10 @@ def test_the_ctranslate2_backend_keeps_the_same_token_budget(tiny_whisper):
     model = load_model(str(tiny_whisper))
     model.configure(audio_context="dynamic", audio_context_margin=1.0)
     ct = CT2Whisper.from_model(model, compute_type="float32")
-    asked = {}
-
-    class Spy:  # CTranslate2's runtime is a C++ object: wrap it rather than patch it
-        def __init__(self, runtime):
-            self.runtime = runtime
-
-        def generate(self, *args, **kwargs):
-            asked.update(kwargs)
-            return self.runtime.generate(*args, **kwargs)
-
-    ct.runtime = Spy(ct.runtime)
+    ct.runtime = spy = RuntimeSpy(ct.runtime)
     batch = ct.collate([np.zeros(16000, np.float32)])
     ct.transcribe(batch)
-    assert asked["max_length"] == 2 * model.token_budget(batch["input_features"].shape[-1])
+    assert spy.calls[0][1]["max_length"] == 2 * model.token_budget(batch["input_features"].shape[-1])
 
 
 def test_a_loop_at_dynamic_context_is_decoded_again_at_30s(tiny_whisper, monkeypatch):
@@ -174,18 +179,26 @@ def test_the_ctranslate2_backend_falls_back_the_same_way(tiny_whisper):
     model = load_model(str(tiny_whisper))
     model.configure(audio_context="dynamic")
     ct = CT2Whisper.from_model(model, compute_type="float32")
-    calls = []
-
-    class Spy:
-        def __init__(self, runtime):
-            self.runtime = runtime
-
-        def generate(self, features, *args, **kwargs):
-            calls.append(features.shape[-1])
-            return self.runtime.generate(features, *args, **kwargs)
-
-    ct.runtime = Spy(ct.runtime)
+    ct.runtime = spy = RuntimeSpy(ct.runtime)
     audio = 0.1 * np.random.default_rng(0).standard_normal(16000).astype(np.float32)
     batch = ct.collate([audio])
     assert ct.transcribe(batch) == model.transcribe(model.collate([audio]))
-    assert calls == [batch["input_features"].shape[-1], 3000]  # the short decode, then the loop again at 30 s
+    # the short decode, then the loop again at 30 s (one utterance: its features go to generate as they are)
+    assert [shape[-1] for shape, _ in spy.calls] == [batch["input_features"].shape[-1], 3000]
+
+
+def test_the_ctranslate2_backend_encodes_one_utterance_at_a_time_on_cpu(tiny_whisper):
+    import ctranslate2
+
+    from speechtl.models.ct2 import CT2Whisper
+
+    model = load_model(str(tiny_whisper))
+    ct = CT2Whisper.from_model(model, compute_type="float32")
+    rng = np.random.default_rng(1)
+    batch = ct.collate([0.1 * rng.standard_normal(n).astype(np.float32) for n in (16000, 24000, 8000)])
+    whole = CT2Whisper.from_model(model, compute_type="float32")
+    whole._encoded = lambda feats: ctranslate2.StorageView.from_array(feats)  # the batch as it is, to compare
+    ct.runtime = spy = RuntimeSpy(ct.runtime)
+    assert ct.generate_ids(batch) == whole.generate_ids(batch)
+    frames = batch["input_features"].shape[-1]
+    assert spy.calls[0][0] == (3, frames // 2, model.hidden_size)  # encoder states, not features
