@@ -197,22 +197,21 @@ def ctranslate2_systems(model, utts, audios) -> dict[str, Callable[[], dict[str,
     except ImportError:
         print("faster-whisper is not installed (pip install 'speechtl[ctranslate2]'): its rows are left out")
         faster_whisper = None
-    from speechtl.models.ct2 import CT2Whisper
+    from speechtl.models.ct2 import CT2Whisper, cached_export
 
     threads = torch.get_num_threads()
     systems: dict[str, Callable[[], dict[str, str]]] = {}
     dynamic: dict[str, Callable[[], dict[str, str]]] = {}  # last in the table, as they were before
-    backends = {}
     for context, suffix in (("full", ""), ("dynamic", "dynamic_")):
         for compute in ("float32", "int8"):
             with model.settings_as({"audio_context": context}):
                 backend = CT2Whisper.from_model(model, compute_type=compute, threads=threads)
                 transcribe_utterances(backend, utts[:2], DecodeOptions())  # warm-up
-            backends[context] = backend
             (dynamic if suffix else systems)[f"ctranslate2_{suffix}{compute}"] = at_context(
                 model, context, lambda b=backend: transcribe_utterances(b, utts, DecodeOptions()))
     if faster_whisper is None:
         return {**systems, **dynamic}
+    ct2_dir = cached_export(model)  # the full-context rows' conversion (cached): what faster-whisper loads
     # the utterances as clips of one stream: how the batched pipeline takes many short inputs at once
     stream = np.concatenate(audios)
     ends = np.cumsum([len(a) for a in audios]) / 16000
@@ -222,8 +221,7 @@ def ctranslate2_systems(model, utts, audios) -> dict[str, Callable[[], dict[str,
     clips = [{"start": float(b0 / 16000), "end": float(b1 / 16000)}
              for b0, b1 in zip(bounds[:-1], bounds[1:], strict=True)]
     for compute in ("float32", "int8"):
-        fw = faster_whisper.WhisperModel(str(backends["full"].ct2_dir), device="cpu", compute_type=compute,
-                                         cpu_threads=threads)
+        fw = faster_whisper.WhisperModel(str(ct2_dir), device="cpu", compute_type=compute, cpu_threads=threads)
 
         def one_by_one(fw=fw):
             out = {}
