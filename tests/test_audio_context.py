@@ -60,6 +60,37 @@ def test_dynamic_collate_pads_to_the_longest_plus_the_margin(tiny_whisper):
         model.configure(audio_context="half")
 
 
+@pytest.mark.parametrize("context", ["full", "dynamic"])
+def test_features_are_the_extractors_own_though_only_the_audio_goes_through_the_stft(context, tiny_whisper,
+                                                                                      monkeypatch):
+    """collate's features (the audio's, then the floor value) equal, bit for bit, what the feature extractor computes
+    from every zero of the padding; a dithering extractor (noise in the zeros) computes them all."""
+    model = load_model(str(tiny_whisper))
+    model.configure(audio_context=context, audio_context_margin=2.0)
+    rng = np.random.default_rng(3)
+    audios = [0.1 * rng.standard_normal(n).astype(np.float32) for n in (16000, 23999, 161)]
+    audios += [np.zeros(8000, np.float32), np.full(4000, 0.5, np.float32)]  # silence; a constant (one spectral bin)
+    fe = model.feature_extractor
+    ours = model.collate(audios)["input_features"]
+    frames = ours.shape[-1]
+    theirs = fe(audios, sampling_rate=16000, return_tensors="pt", max_length=frames * fe.hop_length,
+                truncation=True).input_features
+    assert frames == (3000 if context == "full" else 350) and torch.equal(ours, theirs)
+    assert torch.equal(model.collate([np.ones(480000, np.float32)])["input_features"],  # 30 s: nothing to pad
+                       fe([np.ones(480000, np.float32)], sampling_rate=16000, return_tensors="pt").input_features)
+    asked = []
+    real = type(fe).__call__
+
+    def spy(self, raw, **kw):
+        asked.append(kw["max_length"])
+        return real(self, raw, **kw)
+
+    fe.dither = 1e-4
+    monkeypatch.setattr(type(fe), "__call__", spy)
+    model.collate(audios)
+    assert asked == [frames * fe.hop_length]
+
+
 def test_a_batch_to_decode_keeps_the_decoding_margin_and_one_to_train_on_the_training_margin(tiny_whisper):
     model = load_model(str(tiny_whisper))
     audios = [np.zeros(16000, np.float32)]  # 1.0 s: 100 mel frames

@@ -135,6 +135,20 @@ def _encoder_forward(self, input_features: torch.Tensor, attention_mask=None, **
     return BaseModelOutput(last_hidden_state=self.layer_norm(x))
 
 
+def floor_padded(feats: torch.Tensor, frames: int) -> torch.Tensor:
+    """Log-mel ``feats`` (batch, mels, time) padded to ``frames`` with each utterance's floor value: exactly the
+    features of the audio followed by zeros, as long as ``feats`` already ends in a frame of zeros.
+
+    Whisper's log-mel is clamped to the utterance's maximum less 8 (and to log10 of 1e-10), so a window of zeros
+    gets the lowest value any frame can have, and the utterance's minimum is that value.
+    """
+    if feats.shape[-1] >= frames:
+        return feats
+    padded = feats.amin(dim=(1, 2), keepdim=True).expand(feats.shape[0], feats.shape[1], frames).clone()
+    padded[..., :feats.shape[-1]] = feats
+    return padded
+
+
 def full_context_fallback(model, batch: Mapping[str, Any], texts: list[str], ended: list[bool],
                           redecode) -> list[str]:
     """Whisper's own fallback rule (a transcript whose zlib compression ratio is over 2.4 is a loop), falling back
@@ -144,8 +158,8 @@ def full_context_fallback(model, batch: Mapping[str, Any], texts: list[str], end
     192 insertions on 100 VCTK utterances after full fine-tuning at dynamic context); at 30 s, which it was
     pretrained on, it stops. Only those utterances (and any that did not end) are decoded again, by
     ``redecode(features, batch_subset, max_new_tokens)``, so the speed of the short context is kept. Their
-    features at 30 s are the short ones padded with each utterance's floor value, which is what the log-mel
-    features of trailing zeros are. ``audio_context_fallback: false`` (a model setting) turns it off. Both
+    features at 30 s are the short ones padded with each utterance's floor (:func:`floor_padded`).
+    ``audio_context_fallback: false`` (a model setting) turns it off. Both
     backends (transformers, CTranslate2) use it.
     """
     from speechtl.models.gate import MAX_COMPRESSION_RATIO, compression_ratio
@@ -159,9 +173,7 @@ def full_context_fallback(model, batch: Mapping[str, Any], texts: list[str], end
             if not e or compression_ratio(t) > MAX_COMPRESSION_RATIO]
     if not redo:
         return texts
-    short = torch.as_tensor(feats)[redo]
-    padded = short.amin(dim=(1, 2), keepdim=True).expand(len(redo), short.shape[1], full).clone()
-    padded[..., :short.shape[-1]] = short
+    padded = floor_padded(torch.as_tensor(feats)[redo], full)
     subset = {"language_ids": batch["language_ids"][redo]} if "language_ids" in batch else {}
     redone = redecode(padded, subset, model.token_budget(feats.shape[-1]))
     LOG.info("%d of %d transcript(s) looped or did not end at dynamic context: decoded again at 30 s", len(redo),
@@ -272,14 +284,32 @@ class WhisperASR(SpeechModel):
         English-only model has no language token and ignores ``langs``.
         """
         frames = self.context_frames(max(len(a) for a in audios), decoding=texts is None)
-        feats = self.feature_extractor(list(audios), sampling_rate=self.sampling_rate, return_tensors="pt",
-                                       max_length=frames * self.feature_extractor.hop_length, truncation=True)
-        batch = {"input_features": feats.input_features}
+        batch = {"input_features": self.log_mel(audios, frames)}
         if langs is not None and self.multilingual:
             batch["language_ids"] = torch.tensor([self.language_id(lang) for lang in langs])
         if texts is not None:
             batch.update(self._labels(texts, self.prompts(batch)))
         return batch
+
+    def log_mel(self, audios: Sequence[np.ndarray], frames: int) -> torch.Tensor:
+        """The feature extractor's log-mel features of ``audios``, each padded with zeros to ``frames`` frames.
+
+        Only the audio and a window of zeros after the longest go through the STFT; the frames after that are the
+        floor value a window of zeros gets (:func:`floor_padded`), bit for bit what the extractor computes from the
+        zeros itself (tested). At the full context that is 30 s of STFT an utterance saved: 16 read sentences of
+        about 4 s took 0.23 s to extract that way and 0.03 s this way on 2 cores, so feature extraction is no
+        longer a tenth of what CTranslate2 spends decoding them. A dithering extractor adds noise to the zeros,
+        so it gets every frame computed.
+        """
+        fe = self.feature_extractor
+        hop = fe.hop_length
+        longest = max(len(a) for a in audios)
+        computed = frames
+        if not getattr(fe, "dither", 0.0):  # a window and a hop of zeros after the longest, to the next hop
+            computed = min(frames, math.ceil((longest + fe.n_fft + hop) / hop))
+        feats = fe(list(audios), sampling_rate=self.sampling_rate, return_tensors="pt", max_length=computed * hop,
+                   truncation=True).input_features
+        return floor_padded(feats, frames)
 
     def _labels(self, texts: Sequence[str], prompts: Sequence[list[int]]) -> dict[str, torch.Tensor]:
         prefix = prompts[0]
