@@ -80,3 +80,41 @@ def test_multilingual_whisper_is_told_each_utterances_language(tmp_path):
     assert mixed == one_by_one
     with pytest.raises(ManifestError, match="language 'xx' is not one of this Whisper model's 3 languages"):
         model.collate(audios, langs=["en", "xx"])
+
+
+def test_suppression_is_transformers_own_processors(tiny_whisper):
+    """speechtl's Suppression, in place of transformers' two processors: the same scores, step by step, and the
+    same transcripts from generate, greedy and beam, with suppressions that change what the model writes."""
+    from transformers.generation.logits_process import (
+        SuppressTokensAtBeginLogitsProcessor,
+        SuppressTokensLogitsProcessor,
+    )
+
+    from speechtl.models.whisper import Suppression
+
+    model = load_model(str(tiny_whisper))
+    gen = model.module.generation_config
+    vocab = model.module.config.vocab_size
+    scores, begin = torch.randn(3, vocab), len(model.prefix_ids())
+    ours = Suppression(vocab, [5, 7], [9, 5])
+    theirs = [SuppressTokensAtBeginLogitsProcessor([9, 5], begin), SuppressTokensLogitsProcessor([5, 7])]
+    for length in (begin, begin + 1, begin):  # the first position is the first call's, whenever it comes again
+        expected = scores
+        for p in theirs:
+            expected = p(torch.zeros(3, length, dtype=torch.long), expected)
+        assert torch.equal(ours(torch.zeros(3, length, dtype=torch.long), scores), expected)
+
+    rng = np.random.default_rng(2)
+    batch = model.collate([rng.standard_normal(8000 * (i + 1)).astype(np.float32) * 0.1 for i in range(3)])
+    feats = batch["input_features"]
+    gen.suppress_tokens, gen.begin_suppress_tokens = [], []
+    free = model.module.generate(feats, do_sample=False, max_new_tokens=12)
+    written = [t for t in free[:, begin:].flatten().tolist() if t != gen.eos_token_id]
+    gen.suppress_tokens = [max(set(written), key=written.count)]  # the model's favourite token
+    gen.begin_suppress_tokens = [gen.eos_token_id, free[0, begin].item()]  # and utterance 0's first
+    for beams in (3, 1):
+        texts = model._decode(batch, num_beams=beams, max_new_tokens=12)[0]
+        reference = model.module.generate(feats, num_beams=beams, do_sample=False, max_new_tokens=12)
+        assert texts == [t.strip() for t in model.tokenizer.batch_decode(reference, skip_special_tokens=True)]
+        assert gen.suppress_tokens[0] not in reference.flatten().tolist()
+    assert not torch.equal(reference, free) and all(texts)  # greedy: the suppressions changed what it wrote

@@ -95,6 +95,31 @@ TOKENS_PER_SECOND = 12
 TOKEN_BUDGET_SLACK = 16
 
 
+class Suppression:
+    """Whisper's suppressed tokens, as transformers' ``SuppressTokensLogitsProcessor`` and
+    ``SuppressTokensAtBeginLogitsProcessor`` apply them (the first at every step, the second at the first generated
+    position), from masks built once.
+
+    Theirs build each mask again at every step (``torch.isin`` over the 51,864-token vocabulary, twice): 11% of
+    decoding 20 read sentences at dynamic context (3.49 s against 3.10 s on 2 cores, identical transcripts). The
+    first position is the one of the first call: ``generate`` calls a processor first on its forced prompt.
+    One instance serves one ``generate`` call.
+    """
+
+    def __init__(self, vocab_size: int, always: Sequence[int] | None, at_begin: Sequence[int] | None) -> None:
+        self.always = torch.zeros(vocab_size, dtype=torch.bool)
+        self.always[list(always or [])] = True
+        self.at_begin = self.always.clone()
+        self.at_begin[list(at_begin or [])] = True
+        self.begin: int | None = None
+
+    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+        if self.begin is None:
+            self.begin = input_ids.shape[-1]
+        mask = self.at_begin if input_ids.shape[-1] == self.begin else self.always
+        return scores.masked_fill(mask.to(scores.device), -float("inf"))
+
+
 def _audio_context(name: str, value: Any) -> str:
     if value not in AUDIO_CONTEXTS:
         raise ValueError(f"{name} must be one of {', '.join(AUDIO_CONTEXTS)}, got {value!r}")
@@ -397,15 +422,17 @@ class WhisperASR(SpeechModel):
                 **options: Any) -> tuple[list[str], torch.Tensor, list[bool]]:
         """Texts, the encoder states they were decoded from, and whether each ended (``<|endoftext|>``) before
         the token limit."""
+        from transformers import LogitsProcessorList
         from transformers.modeling_outputs import BaseModelOutput
 
+        gen = self.module.generation_config
         feats = batch["input_features"].to(self.device, dtype=next(self.module.parameters()).dtype)
         kwargs: dict[str, Any] = {"num_beams": num_beams, "do_sample": False, "return_timestamps": False}
         languages = None
         if self.multilingual:
             kwargs.update(language=self.language, task=self.task)
             if "language_ids" in batch:  # each utterance its own (transformers takes a list, one per item)
-                names = {i: t[2:-2] for t, i in self.module.generation_config.lang_to_id.items()}
+                names = {i: t[2:-2] for t, i in gen.lang_to_id.items()}
                 languages = [names[int(i)] for i in batch["language_ids"]]
         budget = self.token_budget(feats.shape[-1])
         if budget is not None:
@@ -417,14 +444,18 @@ class WhisperASR(SpeechModel):
         step = len(feats) if num_beams == 1 or feats.device.type == "cuda" else 1
         texts: list[str] = []
         ended: list[bool] = []
-        eot = self.module.generation_config.eos_token_id
+        eot = gen.eos_token_id
         # what generate was allowed: the budget or option in kwargs, else its own length limit less the prompt
-        limit = kwargs.get("max_new_tokens") or self.module.generation_config.max_length - len(self.prefix_ids())
+        limit = kwargs.get("max_new_tokens") or gen.max_length - len(self.prefix_ids())
         for i in range(0, len(feats), step):
             if languages is not None:
                 kwargs["language"] = languages[i:i + step]
+            # Whisper's suppressions from masks built once (Suppression), in place of transformers' own processors
+            suppress = Suppression(self.module.config.vocab_size, gen.suppress_tokens, gen.begin_suppress_tokens)
             out = self.module.generate(feats[i:i + step],
-                                       encoder_outputs=BaseModelOutput(last_hidden_state=states[i:i + step]), **kwargs)
+                                       encoder_outputs=BaseModelOutput(last_hidden_state=states[i:i + step]),
+                                       logits_processor=LogitsProcessorList([suppress]), suppress_tokens=None,
+                                       begin_suppress_tokens=None, **kwargs)
             seqs = out.sequences if hasattr(out, "sequences") else out
             texts += [t.strip() for t in self.tokenizer.batch_decode(seqs, skip_special_tokens=True)]
             # generate returns the text tokens alone (prompt and <|endoftext|> stripped, shorter rows padded with
