@@ -4,6 +4,7 @@
 
 Makes ``--n`` short espeak-ng en-us utterances, then times, on the same warm process:
   * ``pipeline("automatic-speech-recognition", model=DIR)`` called on the list of arrays, defaults;
+    every row reads the WAV files inside its timing, with the same loader (see ``read``);
   * speechtl's decoding path (``transcribe_utterances``, default DecodeOptions: length-sorted batches of 16);
   * for attribution, speechtl at batch size 1, and CTranslate2's runtime (the correctness reference);
   * ``speechtl eval --backend ctranslate2`` (the model converted once by CTranslate2's own converter)
@@ -64,6 +65,13 @@ def make_utterances(n: int, workdir: Path) -> list[Utterance]:
     return utts
 
 
+def read(utts: list[Utterance]) -> list[np.ndarray]:
+    """The utterances' audio as every system gets it: each timed run starts from the WAV files, read (and resampled
+    to 16 kHz) by speechtl's loader, so all decode the same samples and pay the same for reading them, as
+    ``speechtl eval`` does."""
+    return [load_audio(u.audio, 16000) for u in utts]
+
+
 def interleaved(repeats: int, systems: dict[str, Callable[[], dict[str, str]]]) -> dict[str, tuple[float, dict]]:
     """Each system's best time of ``repeats`` rounds, and its transcripts.
 
@@ -105,13 +113,13 @@ def main() -> None:
     model_dir = args.model if Path(args.model).is_dir() else str(resolve_local_for(args.model, model))
     with tempfile.TemporaryDirectory() as tmp:
         utts = make_utterances(args.n, Path(tmp))
-        audios = [load_audio(u.audio, 16000) for u in utts]
+        audios = read(utts)
         pipe = pipeline("automatic-speech-recognition", model=model_dir, device="cpu")
         pipe([audios[0]])  # warm-up, both sides
         transcribe_utterances(model, utts[:2], DecodeOptions())
 
         def piped(**kwargs: Any) -> dict[str, str]:
-            out = pipe([{"raw": a, "sampling_rate": 16000} for a in audios], **kwargs)
+            out = pipe([{"raw": a, "sampling_rate": 16000} for a in read(utts)], **kwargs)
             return {u.id: o["text"].strip() for u, o in zip(utts, out, strict=True)}
 
         # the same decoding on both sides: the pipeline's default beam of 5, and greedy
@@ -213,7 +221,6 @@ def ctranslate2_systems(model, utts, audios) -> dict[str, Callable[[], dict[str,
         return {**systems, **dynamic}
     ct2_dir = cached_export(model)  # the full-context rows' conversion (cached): what faster-whisper loads
     # the utterances as clips of one stream: how the batched pipeline takes many short inputs at once
-    stream = np.concatenate(audios)
     ends = np.cumsum([len(a) for a in audios]) / 16000
     # bounds half a sample in: faster-whisper truncates seconds * 16000 to int, and a bound a rounding error short
     # of a whole sample would widen a clip by one, so the clips would add up to more than the stream (its assertion)
@@ -225,8 +232,8 @@ def ctranslate2_systems(model, utts, audios) -> dict[str, Callable[[], dict[str,
 
         def one_by_one(fw=fw):
             out = {}
-            for u, a in zip(utts, audios, strict=True):
-                segments, _ = fw.transcribe(a, **FASTER_WHISPER_GREEDY)
+            for u in utts:
+                segments, _ = fw.transcribe(read([u])[0], **FASTER_WHISPER_GREEDY)
                 out[u.id] = " ".join(s.text.strip() for s in segments).strip()
             return out
 
@@ -234,6 +241,7 @@ def ctranslate2_systems(model, utts, audios) -> dict[str, Callable[[], dict[str,
 
         def in_batches(batched=batched):
             options = {k: v for k, v in FASTER_WHISPER_GREEDY.items() if k != "condition_on_previous_text"}
+            stream = np.concatenate(read(utts))
             segments, _ = batched.transcribe(stream, clip_timestamps=clips, batch_size=16, **options)
             texts: dict[int, list[str]] = {}
             for s in segments:  # each segment back to the clip it starts in
