@@ -72,20 +72,23 @@ def read(utts: list[Utterance]) -> list[np.ndarray]:
     return [load_audio(u.audio, 16000) for u in utts]
 
 
-def interleaved(repeats: int, systems: dict[str, Callable[[], dict[str, str]]]) -> dict[str, tuple[float, dict]]:
-    """Each system's best time of ``repeats`` rounds, and its transcripts.
+def interleaved(repeats: int, systems: dict[str, Callable[[], dict[str, str]]],
+                rounds: dict[str, list[float]] | None = None) -> dict[str, tuple[float, dict]]:
+    """Each system's best time of ``repeats`` rounds, and its transcripts; ``rounds``, when given, receives every
+    round's time of each system.
 
     The rounds are interleaved (A B C, A B C, …) rather than each system's repeats run back to back, and every
     system gets the same number: a slow spell of a shared machine then falls on all of them alike instead of on
     whichever ran at the time, and no ratio compares one system's best of three with another's single run.
     """
-    best: dict[str, float] = {}
+    times: dict[str, list[float]] = rounds if rounds is not None else {}
     out: dict[str, dict] = {}
     for _ in range(repeats):
         for name, fn in systems.items():
             t0 = time.perf_counter()
             out[name] = fn()
-            best[name] = min(best.get(name, float("inf")), time.perf_counter() - t0)
+            times.setdefault(name, []).append(time.perf_counter() - t0)
+    best = {name: min(times[name]) for name in systems}
     return {name: (best[name], out[name]) for name in systems}
 
 
@@ -133,7 +136,8 @@ def main() -> None:
         ct2_systems = {} if args.no_ctranslate2 else ctranslate2_systems(model, utts, audios)
         systems.update(ct2_systems)
         ref_hyps = ctranslate2_reference(args.model, model, audios, utts)
-        timed = interleaved(args.repeats, systems)
+        rounds: dict[str, list[float]] = {}
+        timed = interleaved(args.repeats, systems, rounds)
         (t_pipe, pipe_hyps), (t_pipe_greedy, pipe_greedy) = timed["pipeline"], timed["pipeline_greedy"]
         (t_ours, ours), (t_b1, ours_b1) = timed["speechtl"], timed["speechtl_batch1"]
         (t_ours_beam, ours_beam), (t_dyn, ours_dyn) = timed[f"speechtl_beam{beams}"], timed["speechtl_dynamic"]
@@ -152,6 +156,7 @@ def main() -> None:
         "seconds": {"pipeline": round(t_pipe, 3), "speechtl": round(t_ours, 3), "speechtl_batch1": round(t_b1, 3),
                     "pipeline_greedy": round(t_pipe_greedy, 3), f"speechtl_beam{beams}": round(t_ours_beam, 3),
                     "speechtl_dynamic": round(t_dyn, 3)},
+        "rounds": {name: [round(t, 3) for t in ts] for name, ts in rounds.items()},
         "speechtl_dynamic_differ": {u.id: ours_dyn[u.id] for u in utts if ours_dyn[u.id] != ours[u.id]},
         "speedup_vs_pipeline": round(t_pipe / t_ours, 2),
         "speedup_same_decoding": {"greedy": round(t_pipe_greedy / t_ours, 2),
@@ -284,6 +289,14 @@ def ctranslate2_reference(model_id, model, audios, utts) -> dict[str, str] | Non
     return dict(zip((u.id for u in utts), runtime.transcribe(model.collate(audios)), strict=True))
 
 
+def round_ratios(r: dict, slow: str, fast: str) -> str:
+    """How many times faster ``fast`` ran than ``slow`` within each round (the two timed minutes apart at most, so
+    a slow spell of the machine falls on both): the median and range over the rounds."""
+    ratios = sorted(a / b for a, b in zip(r["rounds"][slow], r["rounds"][fast], strict=True))
+    return (f"round by round: median {float(np.median(ratios)):.2f}x, from {ratios[0]:.2f}x to {ratios[-1]:.2f}x "
+            f"over {len(ratios)} rounds")
+
+
 def write_markdown(path: Path, r: dict) -> None:
     s, b = r["seconds"], r["pipeline_beams"]
     lines = [
@@ -307,8 +320,9 @@ def write_markdown(path: Path, r: dict) -> None:
         f"With the same decoding on both sides: greedy {r['speedup_same_decoding']['greedy']:.2f}x, beam {b} "
         f"{r['speedup_same_decoding'][f'beam{b}']:.2f}x."
         + (f" At dynamic audio context (greedy): {s['pipeline_greedy'] / s['speechtl_dynamic']:.2f}x the greedy "
-           f"pipeline's speed; {len(r['speechtl_dynamic_differ'])} of {r['utterances']} transcripts differ from "
-           "speechtl's at full context."
+           f"pipeline's speed (each one's best round; {round_ratios(r, 'pipeline_greedy', 'speechtl_dynamic')}); "
+           f"{len(r['speechtl_dynamic_differ'])} of {r['utterances']} transcripts differ from speechtl's at full "
+           "context."
            if "speechtl_dynamic" in s else ""), "",
         f"The settings behind the differing transcripts: the pipeline decodes Whisper with a beam of {b} by default "
         f"(`{json.dumps(r['pipeline_settings']['generate_kwargs'])}`), speechtl greedily unless `--beams` is given. "
