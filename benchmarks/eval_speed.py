@@ -73,21 +73,25 @@ def read(utts: list[Utterance]) -> list[np.ndarray]:
 
 
 def interleaved(repeats: int, systems: dict[str, Callable[[], dict[str, str]]],
-                rounds: dict[str, list[float]] | None = None) -> dict[str, tuple[float, dict]]:
+                rounds: dict[str, list[float]] | None = None,
+                cpu_rounds: dict[str, list[float]] | None = None) -> dict[str, tuple[float, dict]]:
     """Each system's best time of ``repeats`` rounds, and its transcripts; ``rounds``, when given, receives every
-    round's time of each system.
+    round's wall seconds of each system, ``cpu_rounds`` its CPU seconds (this process's, every thread's: time the
+    machine's other tenants took from it is not counted, so these vary less from run to run).
 
     The rounds are interleaved (A B C, A B C, …) rather than each system's repeats run back to back, and every
     system gets the same number: a slow spell of a shared machine then falls on all of them alike instead of on
     whichever ran at the time, and no ratio compares one system's best of three with another's single run.
     """
     times: dict[str, list[float]] = rounds if rounds is not None else {}
+    cpu: dict[str, list[float]] = cpu_rounds if cpu_rounds is not None else {}
     out: dict[str, dict] = {}
     for _ in range(repeats):
         for name, fn in systems.items():
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.process_time()
             out[name] = fn()
             times.setdefault(name, []).append(time.perf_counter() - t0)
+            cpu.setdefault(name, []).append(time.process_time() - c0)
     best = {name: min(times[name]) for name in systems}
     return {name: (best[name], out[name]) for name in systems}
 
@@ -137,7 +141,8 @@ def main() -> None:
         systems.update(ct2_systems)
         ref_hyps = ctranslate2_reference(args.model, model, audios, utts)
         rounds: dict[str, list[float]] = {}
-        timed = interleaved(args.repeats, systems, rounds)
+        cpu_rounds: dict[str, list[float]] = {}
+        timed = interleaved(args.repeats, systems, rounds, cpu_rounds)
         (t_pipe, pipe_hyps), (t_pipe_greedy, pipe_greedy) = timed["pipeline"], timed["pipeline_greedy"]
         (t_ours, ours), (t_b1, ours_b1) = timed["speechtl"], timed["speechtl_batch1"]
         (t_ours_beam, ours_beam), (t_dyn, ours_dyn) = timed[f"speechtl_beam{beams}"], timed["speechtl_dynamic"]
@@ -157,6 +162,7 @@ def main() -> None:
                     "pipeline_greedy": round(t_pipe_greedy, 3), f"speechtl_beam{beams}": round(t_ours_beam, 3),
                     "speechtl_dynamic": round(t_dyn, 3)},
         "rounds": {name: [round(t, 3) for t in ts] for name, ts in rounds.items()},
+        "cpu_rounds": {name: [round(t, 3) for t in ts] for name, ts in cpu_rounds.items()},
         "speechtl_dynamic_differ": {u.id: ours_dyn[u.id] for u in utts if ours_dyn[u.id] != ours[u.id]},
         "speedup_vs_pipeline": round(t_pipe / t_ours, 2),
         "speedup_same_decoding": {"greedy": round(t_pipe_greedy / t_ours, 2),
@@ -297,6 +303,13 @@ def round_ratios(r: dict, slow: str, fast: str) -> str:
             f"over {len(ratios)} rounds")
 
 
+def cpu_ratio(r: dict, slow: str, fast: str) -> str:
+    """How many times fewer CPU seconds ``fast`` took than ``slow``, each its best round."""
+    if "cpu_rounds" not in r:
+        return "not recorded"
+    return f"{min(r['cpu_rounds'][slow]) / min(r['cpu_rounds'][fast]):.2f}x"
+
+
 def write_markdown(path: Path, r: dict) -> None:
     s, b = r["seconds"], r["pipeline_beams"]
     lines = [
@@ -320,7 +333,8 @@ def write_markdown(path: Path, r: dict) -> None:
         f"With the same decoding on both sides: greedy {r['speedup_same_decoding']['greedy']:.2f}x, beam {b} "
         f"{r['speedup_same_decoding'][f'beam{b}']:.2f}x."
         + (f" At dynamic audio context (greedy): {s['pipeline_greedy'] / s['speechtl_dynamic']:.2f}x the greedy "
-           f"pipeline's speed (each one's best round; {round_ratios(r, 'pipeline_greedy', 'speechtl_dynamic')}); "
+           f"pipeline's speed (each one's best round; {round_ratios(r, 'pipeline_greedy', 'speechtl_dynamic')}; in "
+           f"CPU seconds, best of each, {cpu_ratio(r, 'pipeline_greedy', 'speechtl_dynamic')}); "
            f"{len(r['speechtl_dynamic_differ'])} of {r['utterances']} transcripts differ from speechtl's at full "
            "context."
            if "speechtl_dynamic" in s else ""), "",
