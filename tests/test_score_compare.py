@@ -221,3 +221,22 @@ def test_compare_names_a_missing_or_changed_utterance(tmp_path, capsys):
     (tmp_path / "empty").mkdir()
     assert main(["compare", str(tmp_path / "empty"), "--out", str(tmp_path / "c")]) == 2
     assert "found no evaluations" in capsys.readouterr().err
+
+
+def test_compare_names_the_model_of_an_evaluation_speechtl_eval_decoded(tmp_path):
+    """A dir `speechtl eval --out` wrote (it has a run key) is not an experiment, but its method names the model it
+    decoded; one scored from another recogniser's text stays 'external'."""
+    from speechtl.evaluate.evaldir import EvalDir, score_parallel
+    from speechtl.evaluate.stats import BootstrapConfig
+
+    car = make_utterances(SPK, per_speaker=4, seed=0)
+    decoded = tmp_path / "decoded" / "test_caribbean"
+    EvalDir(decoded).write(score_parallel(car, hypotheses(car, {s: 0.2 for s in SPK}, 1)),
+                           {"model": "exp/lora/train/model", "manifest": "m.jsonl", "run_key": "0123abcd"},
+                           BootstrapConfig(n_boot=50))
+    ext = write_eval(tmp_path / "kaldi" / "test_caribbean", car, hypotheses(car, {s: 0.3 for s in SPK}, 2), "kaldi")
+    assert main(["compare", f"decoded={decoded}", f"kaldi={ext}", "--out", str(tmp_path / "cmp"), "--n-boot", "50",
+                 "--no-plots"]) == 0
+    systems = {s["label"]: s for s in json.loads((tmp_path / "cmp" / "compare.json").read_text())["systems"]}
+    assert systems["decoded"]["method"] == "speechtl eval of exp/lora/train/model"
+    assert systems["kaldi"]["method"] == "external" and systems["decoded"]["kind"] == "external"

@@ -81,7 +81,11 @@ class System:
         if self.kind == "adapted" and self.train:
             frozen = self.train.get("freeze") or self.train.get("frozen")  # "frozen": older summaries
             return f"{self.train.get('method')}" + (f" (frozen: {', '.join(frozen)})" if frozen else "")
-        return {"base": "none (base model)", "external": "external"}.get(self.kind, self.kind)
+        if self.kind == "external":  # a dir `speechtl eval --out` decoded (it has a run key) names its model
+            models = sorted({str(es.scores["model"]) for es in self.sets.values()
+                             if es.scores.get("model") and es.scores.get("run_key")})
+            return f"speechtl eval of {', '.join(models)}" if models else "external"
+        return {"base": "none (base model)"}.get(self.kind, self.kind)
 
 
 def _load_sets(d: Path) -> dict[str, EvalSet]:
