@@ -114,10 +114,11 @@ class Suppression:
         self.begin: int | None = None
 
     def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
-        if self.begin is None:
+        if self.begin is None:  # the first call: its position, and the masks where the scores are, once
             self.begin = input_ids.shape[-1]
+            self.always, self.at_begin = self.always.to(scores.device), self.at_begin.to(scores.device)
         mask = self.at_begin if input_ids.shape[-1] == self.begin else self.always
-        return scores.masked_fill(mask.to(scores.device), -float("inf"))
+        return scores.masked_fill(mask, -float("inf"))
 
 
 def _audio_context(name: str, value: Any) -> str:
