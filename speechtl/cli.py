@@ -40,7 +40,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
         sets.append((Path(manifest), Path(out), utts))
     opts = DecodeOptions(batch_size=args.batch_size, num_beams=args.beams, normalizer=args.normalizer,
                          backend=args.backend, compute_type=args.compute_type, audio_context=args.audio_context,
-                         audio_context_margin=args.audio_context_margin, gate=args.gate)
+                         audio_context_margin=args.audio_context_margin, gate=args.gate,
+                         merge_lora=not args.no_merge)
     load = functools.cache(lambda: load_for_eval(args.model, opts, device=args.device))  # once, and only if needed
     for manifest, out, utts in sets:
         with logging_to(out / "eval.log"):
@@ -299,6 +300,9 @@ def build_parser() -> argparse.ArgumentParser:
                    "converted once and cached by its weights' hash; a CTranslate2 dir runs as it is)")
     e.add_argument("--gate", default="", help="an adapter's confidence gate: as its card says (default), 'off' (the "
                    "adapter decodes everything), or a threshold on the base model's mean token log-probability")
+    e.add_argument("--no-merge", action="store_true",
+                   help="transformers backend: decode a LoRA adapter through PEFT's layers, as training's dev "
+                   "evaluation does (default: folded into the weights, faster; not with a gate, which needs the base)")
     e.add_argument("--compute-type", default="default",
                    help="ctranslate2 backend: int8, int8_float32, float16, float32 … (default: as stored, float32 for "
                    "a converted model)")

@@ -221,6 +221,38 @@ def test_what_cannot_route_is_refused_or_drops_the_gate(gated):
         load_for_eval(str(gated), DecodeOptions(gate="sometimes"))
 
 
+def test_eval_folds_a_lora_adapter_into_the_weights_unless_it_is_gated(gated, corpus, tiny_whisper, tmp_path):
+    """speechtl eval decodes a LoRA adapter merged (faster, same transcripts); with a gate it needs the base under
+    the adapter, so it stays unmerged; the run key tells merged from unmerged decodes of the same adapter only."""
+    from speechtl.evaluate.decode import run_key
+
+    utts = read_manifest(corpus)
+    gated_model = load_for_eval(str(gated), DecodeOptions())
+    assert gated_model.gate is not None and gated_model.adapters.active is not None  # not merged
+    merged = load_for_eval(str(gated), DecodeOptions(gate="off"))
+    unmerged = load_for_eval(str(gated), DecodeOptions(gate="off", merge_lora=False))
+    assert merged.adapters.active is None and not any("lora_" in n for n, _ in merged.module.named_parameters())
+    assert unmerged.adapters.active is not None
+    opts = DecodeOptions(gate="off")
+    hyps = transcribe_utterances(merged, utts, opts)
+    assert hyps == transcribe_utterances(unmerged, utts, opts)
+    unmerged.adapters.disable()  # the adapter matters here, so a merge that lost it would show
+    assert hyps != transcribe_utterances(unmerged, utts, opts)
+
+    def key(source, **kw):
+        return run_key(str(source), corpus, DecodeOptions(**kw), utts)
+
+    assert key(gated, gate="off") != key(gated, gate="off", merge_lora=False)
+    assert key(gated) == key(gated, merge_lora=False)  # the card's gate: nothing is merged either way
+    assert key(tiny_whisper) == key(tiny_whisper, merge_lora=False)  # no adapter: earlier evaluations still count
+    assert main(["eval", "--model", str(gated), "--manifest", str(corpus), "--out", str(tmp_path / "ev"),
+                 "--gate", "off", "--no-merge"]) == 0
+    scores = json.loads((tmp_path / "ev" / "scores.json").read_text())
+    assert scores["options"]["merge_lora"] is False and scores["run_key"] == key(gated, gate="off", merge_lora=False)
+    assert {r["id"]: r["hyp"] for r in map(json.loads, (tmp_path / "ev" / "hyp.jsonl").read_text().splitlines())} \
+        == hyps
+
+
 def test_choose_threshold_rules():
     target = DevRoutes(np.array([-1.0, -0.8, -0.5, -0.2, -0.1]), np.array([3, 3, 2, 1, 1]), np.array([1, 1, 1, 1, 1]),
                        20)
