@@ -304,8 +304,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="transformers backend: decode a LoRA adapter through PEFT's layers, as training's dev "
                    "evaluation does (default: folded into the weights, faster; not with a gate, which needs the base)")
     e.add_argument("--compute-type", default="default",
-                   help="ctranslate2 backend: int8, int8_float32, float16, float32 … (default: as stored, float32 for "
-                   "a converted model)")
+                   help="the weights' type while decoding: transformers backend float32 (default), bfloat16 (GPUs, "
+                   "and CPUs with AVX512-BF16 or AMX: faster), float16; ctranslate2 backend int8, int8_float32, "
+                   "float16, float32 … (default: as stored, float32 for a converted model)")
     e.set_defaults(func=cmd_eval)
 
     t = sub.add_parser("train", help="adapt a model on a training manifest; resumes a killed run in --out, skips a "

@@ -174,3 +174,40 @@ def test_too_long_utterances_are_refused_not_skipped(tiny_whisper, tmp_path, cap
         {"id": "l", "audio": "long.wav", "duration": 31.0, "text": "x", "speaker": "s", "accent": "a"}])
     assert run_cli("eval", "--model", tiny_whisper, "--manifest", m, "--out", tmp_path / "ev") == 2
     assert "longer than the model's 30s input" in capsys.readouterr().err
+
+
+def test_eval_compute_type_casts_the_transformers_model(tiny_whisper, tiny_ctc, toy_manifest, tmp_path, capsys):
+    """--compute-type bfloat16 decodes the same model with its weights in bfloat16 (both families); float32 is the
+    default's decode (and its run key); CTranslate2's quantised types are refused with the backend that has them."""
+    import torch
+
+    from speechtl.data.manifest import read_manifest
+    from speechtl.evaluate.decode import DecodeOptions, load_for_eval, run_key, transcribe_utterances
+    from speechtl.features.audio import load_utterance
+
+    utts = read_manifest(toy_manifest)
+    for source in (tiny_whisper, tiny_ctc):
+        full, half = (load_for_eval(str(source), DecodeOptions(compute_type=t)) for t in ("default", "bfloat16"))
+        assert {p.dtype for p in full.module.parameters()} == {torch.float32}
+        assert {p.dtype for p in half.module.parameters()} == {torch.bfloat16}
+        assert len(transcribe_utterances(half, utts, DecodeOptions())) == len(utts)  # features follow the weights
+    # the same model: encoder states agree to bfloat16's precision
+    whisper32, whisper16 = (load_for_eval(str(tiny_whisper), DecodeOptions(compute_type=t))
+                            for t in ("float32", "bfloat16"))
+    feats = whisper32.collate([load_utterance(u, 16000) for u in utts[:3]])["input_features"]
+    with torch.inference_mode():
+        torch.testing.assert_close(whisper16.encode(feats.to(torch.bfloat16)).float(), whisper32.encode(feats),
+                                   rtol=0.05, atol=0.05)
+
+    def key(compute_type):
+        return run_key(str(tiny_whisper), toy_manifest, DecodeOptions(compute_type=compute_type), utts)
+
+    assert key("default") == key("float32") != key("bfloat16")
+    out = tmp_path / "ev"
+    assert run_cli("eval", "--model", tiny_whisper, "--manifest", toy_manifest, "--out", out, "--compute-type",
+                   "bfloat16") == 0
+    scores = json.loads((out / "scores.json").read_text())
+    assert scores["options"]["compute_type"] == "bfloat16" and scores["run_key"] == key("bfloat16")
+    assert run_cli("eval", "--model", tiny_whisper, "--manifest", toy_manifest, "--out", tmp_path / "q",
+                   "--compute-type", "int8") == 2
+    assert "int8 and the other quantised types are CTranslate2's" in capsys.readouterr().err

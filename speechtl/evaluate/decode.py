@@ -31,6 +31,8 @@ LOG = logging.getLogger("speechtl.evaluate")
 
 #: Where decoding runs: the transformers model as trained, or CTranslate2's runtime on the same weights.
 BACKENDS = ("transformers", "ctranslate2")
+#: The transformers backend's compute types (``default``: the weights as loaded, float32).
+TORCH_COMPUTE_TYPES = ("default", "float32", "bfloat16", "float16")
 
 
 @dataclass
@@ -40,8 +42,8 @@ class DecodeOptions:
     normalizer: str = "whisper"
     #: One of :data:`BACKENDS`; ``ctranslate2`` converts the model once (cached by its weights' hash).
     backend: str = "transformers"
-    #: CTranslate2's compute type (``default``: as the converted weights are stored, float32; ``int8``…);
-    #: ctranslate2 backend only.
+    #: The weights' type while decoding (``default``: float32 for transformers, as stored for CTranslate2):
+    #: :data:`TORCH_COMPUTE_TYPES` for transformers, CTranslate2's own (``int8``…) for ctranslate2.
     compute_type: str = "default"
     #: Whisper's audio context for this decode (``full`` | ``dynamic``); empty: as the model was saved.
     audio_context: str = ""
@@ -66,7 +68,7 @@ def load_for_eval(source: str, opts: DecodeOptions, device: str | None = None):
 
     if opts.backend == "transformers":
         model = with_gate(with_audio_context(load_model(source, device=device), opts), opts.gate)
-        return merged_for_decoding(model) if opts.merge_lora else model
+        return with_compute_type(merged_for_decoding(model) if opts.merge_lora else model, opts.compute_type)
     if opts.backend != "ctranslate2":
         raise UsageError(f"backend {opts.backend!r} unknown; choose one of {', '.join(BACKENDS)}")
     import torch
@@ -85,6 +87,26 @@ def load_for_eval(source: str, opts: DecodeOptions, device: str | None = None):
     if path.is_dir() and is_ct2_dir(path) and model.adapters is None:
         return CT2Whisper(path, model, device or "cpu", opts.compute_type, threads)
     return CT2Whisper.from_model(model, device or "cpu", opts.compute_type, threads)
+
+
+def with_compute_type(model: SpeechModel, compute_type: str) -> SpeechModel:
+    """``model`` with its weights cast to ``compute_type`` (``speechtl eval --compute-type``, transformers backend).
+
+    bfloat16 runs matrix products natively on GPUs and on CPUs with AVX512-BF16 or AMX: the offline recipe's
+    encoder model decoded 20 sentences at dynamic context 1.63x as fast in bfloat16 as in float32 on this project's
+    2-core AMD EPYC (Zen 4), with identical transcripts (benchmarks/eval_speed.py has the row). A CPU without
+    native bfloat16 emulates it, slower than float32, which is why float32 stays the default; float16 is for GPUs
+    without bfloat16. The cast comes after loading, so a LoRA merge is done in float32 first.
+    """
+    if compute_type not in TORCH_COMPUTE_TYPES:
+        raise UsageError(f"--compute-type {compute_type}: the transformers backend decodes in "
+                         f"{', '.join(TORCH_COMPUTE_TYPES[1:])}; int8 and the other quantised types are CTranslate2's "
+                         "(--backend ctranslate2)")
+    if compute_type != "default":
+        import torch
+
+        model.module.to(getattr(torch, compute_type))
+    return model
 
 
 def merged_for_decoding(model: SpeechModel) -> SpeechModel:
@@ -237,7 +259,9 @@ def run_key(model_source: str, manifest: Path, opts: DecodeOptions, utts: Sequen
     """Identifies what a decode depends on, so a resumed or skipped run is the same run."""
     options = asdict(opts)
     if opts.backend == "transformers":  # as before backends existed, so evaluations made then still count as done
-        del options["backend"], options["compute_type"]
+        del options["backend"]
+        if opts.compute_type in ("default", "float32"):  # the same decode: float32 weights
+            del options["compute_type"]
     for name in ("audio_context", "audio_context_margin"):  # likewise for evaluations made before these existed
         if not options[name]:
             del options[name]
