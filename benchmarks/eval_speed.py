@@ -1,8 +1,9 @@
 """speechtl eval vs the transformers ASR pipeline (its defaults), same model, same audio, one run.
 
-    python benchmarks/eval_speed.py [--model openai/whisper-tiny.en] [--n 20] [--repeats 2]
+    python benchmarks/eval_speed.py [--model openai/whisper-tiny.en] [--n 20] [--repeats 2] [--manifest M]
 
-Makes ``--n`` short espeak-ng en-us utterances, then times, on the same warm process:
+Makes ``--n`` short espeak-ng en-us utterances (or takes ``--n`` of a manifest's, spread over it: real speech),
+then times, on the same warm process:
   * ``pipeline("automatic-speech-recognition", model=DIR)`` called on the list of arrays, defaults;
     every row reads the WAV files inside its timing, with the same loader (see ``read``);
   * speechtl's decoding path (``transcribe_utterances``, default DecodeOptions: length-sorted batches of 16);
@@ -16,7 +17,12 @@ Makes ``--n`` short espeak-ng en-us utterances, then times, on the same warm pro
     with, else the default): the speed a model adapted at dynamic context decodes at. For a pretrained
     model its WER there is the un-adapted cost of the cut context (benchmarks/audio_context.py measures
     that per margin); ``--model EXP_MODEL_DIR`` of a model adapted at dynamic context gives the real
-    figure, its other speechtl rows then decoding at full context, as the pipeline does.
+    figure, its other speechtl rows then decoding at full context, as the pipeline does;
+  * the same dynamic-context decode with the weights in bfloat16 (``speechtl eval --compute-type bfloat16``),
+    beside the greedy pipeline in bfloat16 too (``dtype=torch.bfloat16``), its like-for-like peer;
+  * for a LoRA experiment (``--model EXP``): speechtl decodes it as ``speechtl eval`` does, merged into the
+    weights; the pipeline gets that merged model (saved to a temporary dir: it can't load an adapter on an
+    offline base); one more row decodes it through PEFT's layers (``--no-merge``), for attribution.
 The pipeline decodes Whisper with a beam of 5 by default, speechtl greedily; both are also timed with
 the other's decoding, so the ratio is shown like for like too. Every row's time is its best of
 ``--repeats`` rounds, the rounds interleaved over all rows (see ``interleaved``). Writes
@@ -42,11 +48,11 @@ import torch
 from speechtl.data.corpora.espeak import find_espeak, read_sentences
 from speechtl.data.manifest import Utterance
 from speechtl.data.text import normalizer_for
-from speechtl.evaluate.decode import DecodeOptions, transcribe_utterances
+from speechtl.evaluate.decode import DecodeOptions, load_for_eval, merges_lora, transcribe_utterances
 from speechtl.evaluate.evaldir import score_hypotheses
 from speechtl.features.audio import load_audio
 from speechtl.io import atomic_write, environment, write_json
-from speechtl.models import load_model, resolve_local
+from speechtl.models import resolve_local
 
 ROOT = Path(__file__).resolve().parents[1]
 SENTENCES = ROOT / "data_manifests" / "synthetic_caribbean" / "sentences.txt"
@@ -63,6 +69,14 @@ def make_utterances(n: int, workdir: Path) -> list[Utterance]:
         utts.append(Utterance(id=f"u{i:02d}", audio=str(wav), duration=sf.info(str(wav)).duration, text=text,
                               speaker="en-us", accent="us"))
     return utts
+
+
+def from_manifest(manifest: str, n: int) -> list[Utterance]:
+    """``n`` utterances of ``manifest``, every k-th so that they spread over its speakers (real speech)."""
+    from speechtl.data.manifest import read_manifest
+
+    utts = read_manifest(manifest)
+    return utts[::max(1, len(utts) // n)][:n]
 
 
 def read(utts: list[Utterance]) -> list[np.ndarray]:
@@ -112,22 +126,36 @@ def main() -> None:
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "eval_speed"))
     ap.add_argument("--no-ctranslate2", action="store_true",
                     help="leave out the CTranslate2 backend and faster-whisper rows")
+    ap.add_argument("--manifest", default="", help="take --n utterances of this manifest (real speech) instead of "
+                    "making espeak-ng ones")
     args = ap.parse_args()
     from transformers import pipeline
 
-    model = load_model(args.model, device="cpu")
+    # as speechtl eval loads it (LoRA merged), without a confidence gate: the pipeline has none
+    model = load_for_eval(args.model, DecodeOptions(gate="off"), device="cpu")
     model.configure(audio_context="full")  # like for like with the pipeline, even for a model adapted at dynamic
-    model_dir = args.model if Path(args.model).is_dir() else str(resolve_local_for(args.model, model))
+    # the dynamic-context rows' own copies: the weights in bfloat16, and (LoRA) unmerged
+    half = load_for_eval(args.model, DecodeOptions(gate="off", compute_type="bfloat16"), device="cpu")
+    unmerged = load_for_eval(args.model, DecodeOptions(gate="off", merge_lora=False), device="cpu") \
+        if merges_lora(args.model, "off") else None
     with tempfile.TemporaryDirectory() as tmp:
-        utts = make_utterances(args.n, Path(tmp))
+        model_dir = pipeline_dir(args.model, model, Path(tmp) / "merged")
+        utts = from_manifest(args.manifest, args.n) if args.manifest else make_utterances(args.n, Path(tmp))
         audios = read(utts)
         pipe = pipeline("automatic-speech-recognition", model=model_dir, device="cpu")
-        pipe([audios[0]])  # warm-up, both sides
-        transcribe_utterances(model, utts[:2], DecodeOptions())
+        pipe_half = pipeline("automatic-speech-recognition", model=model_dir, device="cpu", dtype=torch.bfloat16)
+        for p in (pipe, pipe_half):
+            p([audios[0]])  # warm-up, both sides
+        for m in (model, half, unmerged):
+            if m is not None:
+                transcribe_utterances(m, utts[:2], DecodeOptions())
 
-        def piped(**kwargs: Any) -> dict[str, str]:
+        def piped(pipe=pipe, **kwargs: Any) -> dict[str, str]:
             out = pipe([{"raw": a, "sampling_rate": 16000} for a in read(utts)], **kwargs)
             return {u.id: o["text"].strip() for u, o in zip(utts, out, strict=True)}
+
+        def dynamic(m) -> Callable[[], dict[str, str]]:
+            return at_context(m, "dynamic", lambda: transcribe_utterances(m, utts, DecodeOptions()))
 
         # the same decoding on both sides: the pipeline's default beam of 5, and greedy
         beams = pipeline_settings(pipe)["generate_kwargs"].get("num_beams", 1)
@@ -135,8 +163,10 @@ def main() -> None:
                    f"speechtl_beam{beams}": DecodeOptions(num_beams=beams)}
         systems = {"pipeline": piped, "pipeline_greedy": lambda: piped(generate_kwargs={"num_beams": 1}),
                    **{name: lambda o=o: transcribe_utterances(model, utts, o) for name, o in ours_at.items()},
-                   "speechtl_dynamic": at_context(model, "dynamic",
-                                                  lambda: transcribe_utterances(model, utts, DecodeOptions()))}
+                   "speechtl_dynamic": dynamic(model),
+                   "pipeline_greedy_bfloat16": lambda: piped(pipe_half, generate_kwargs={"num_beams": 1}),
+                   "speechtl_dynamic_bfloat16": dynamic(half),
+                   **({"speechtl_dynamic_unmerged": dynamic(unmerged)} if unmerged is not None else {})}
         ct2_systems = {} if args.no_ctranslate2 else ctranslate2_systems(model, utts, audios)
         systems.update(ct2_systems)
         ref_hyps = ctranslate2_reference(args.model, model, audios, utts)
@@ -147,23 +177,28 @@ def main() -> None:
         (t_ours, ours), (t_b1, ours_b1) = timed["speechtl"], timed["speechtl_batch1"]
         (t_ours_beam, ours_beam), (t_dyn, ours_dyn) = timed[f"speechtl_beam{beams}"], timed["speechtl_dynamic"]
         ct2_rows = {name: timed[name] for name in ct2_systems}
+        extra_rows = {name: timed[name] for name in ("pipeline_greedy_bfloat16", "speechtl_dynamic_bfloat16",
+                                                     "speechtl_dynamic_unmerged") if name in timed}
     norm = normalizer_for("en")
     wer = {name: score_hypotheses(utts, h)[1].wer.rate
            for name, h in (("pipeline", pipe_hyps), ("speechtl", ours), ("speechtl_batch1", ours_b1),
                            ("pipeline_greedy", pipe_greedy), (f"speechtl_beam{beams}", ours_beam),
                            ("speechtl_dynamic", ours_dyn),
-                           *((name, h) for name, (_, h) in ct2_rows.items()))}
+                           *((name, h) for name, (_, h) in {**extra_rows, **ct2_rows}.items()))}
     diff = [u.id for u in utts if norm(pipe_hyps[u.id]) != norm(ours[u.id])]
     diff_raw = [u.id for u in utts if pipe_hyps[u.id] != ours[u.id]]
     result = {
-        "model": model.source, "utterances": len(utts), "audio_seconds": round(sum(u.duration for u in utts), 2),
+        "model": args.model, "utterances": len(utts), "audio_seconds": round(sum(u.duration for u in utts), 2),
         "repeats": args.repeats, "threads": torch.get_num_threads(),
         "seconds": {"pipeline": round(t_pipe, 3), "speechtl": round(t_ours, 3), "speechtl_batch1": round(t_b1, 3),
                     "pipeline_greedy": round(t_pipe_greedy, 3), f"speechtl_beam{beams}": round(t_ours_beam, 3),
-                    "speechtl_dynamic": round(t_dyn, 3)},
+                    "speechtl_dynamic": round(t_dyn, 3), **{name: round(t, 3) for name, (t, _) in extra_rows.items()}},
         "rounds": {name: [round(t, 3) for t in ts] for name, ts in rounds.items()},
         "cpu_rounds": {name: [round(t, 3) for t in ts] for name, ts in cpu_rounds.items()},
         "speechtl_dynamic_differ": {u.id: ours_dyn[u.id] for u in utts if ours_dyn[u.id] != ours[u.id]},
+        "differ_from_speechtl_dynamic": {name: sum(h[u.id] != ours_dyn[u.id] for u in utts)
+                                         for name, (_, h) in extra_rows.items() if name.startswith("speechtl")},
+        "audio": args.manifest or "espeak-ng en-us",
         "speedup_vs_pipeline": round(t_pipe / t_ours, 2),
         "speedup_same_decoding": {"greedy": round(t_pipe_greedy / t_ours, 2),
                                   f"beam{beams}": round(t_pipe / t_ours_beam, 2)},
@@ -266,10 +301,22 @@ def ctranslate2_systems(model, utts, audios) -> dict[str, Callable[[], dict[str,
     return {**systems, **dynamic}
 
 
-def resolve_local_for(model_id: str, model) -> Path:
-    """The local checkpoint dir behind a loaded hub id (its hub cache, or the offline conversion)."""
-    path = Path(model.module.name_or_path)
-    return path if path.is_dir() else resolve_local(Path(model_id))
+def pipeline_dir(source: str, model, merged: Path) -> str:
+    """A transformers checkpoint dir of ``model`` for the pipeline: the source's own, or, for an adapter (merged
+    into ``model`` as speechtl eval decodes it), the merged model saved to ``merged``."""
+    from speechtl.adapt.adapters import is_adapter_dir, resolve_adapter_dir
+
+    if is_adapter_dir(resolve_adapter_dir(source)):
+        if model.active_adapter is not None:
+            raise SystemExit(f"{source}: a bottleneck adapter can't be merged into the weights, so the transformers "
+                             "pipeline can't decode it; benchmark a LoRA, full or freeze run")
+        for part in (model.module, model.feature_extractor, model.tokenizer):
+            part.save_pretrained(merged)
+        return str(merged)
+    if Path(source).is_dir():
+        return source
+    path = Path(model.module.name_or_path)  # a hub id: its hub cache, or the offline conversion
+    return str(path if path.is_dir() else resolve_local(Path(source)))
 
 
 def pipeline_settings(pipe) -> dict:
@@ -315,7 +362,8 @@ def write_markdown(path: Path, r: dict) -> None:
     lines = [
         "# speechtl eval vs transformers pipeline", "",
         f"Written by `python benchmarks/eval_speed.py` on {time.strftime('%Y-%m-%d')}; model `{r['model']}`, "
-        f"{r['utterances']} espeak-ng en-us utterances ({r['audio_seconds']} s of audio), {r['threads']} threads, "
+        f"{r['utterances']} utterances of {r.get('audio', 'espeak-ng en-us')} ({r['audio_seconds']} s of audio), "
+        f"{r['threads']} threads, "
         f"best of {r['repeats']}.", "",
         "| system | seconds | WER | output words |", "|---|---:|---:|---:|",
         f"| transformers pipeline (defaults) | {s['pipeline']:.2f} | {100 * r['wer']['pipeline']:.1f}% | "
@@ -329,6 +377,13 @@ def write_markdown(path: Path, r: dict) -> None:
         *([f"| speechtl eval --audio-context dynamic | "
            f"{s['speechtl_dynamic']:.2f} | {100 * r['wer']['speechtl_dynamic']:.1f}% | |"]
           if "speechtl_dynamic" in s else []),
+        *([f"| transformers pipeline, greedy, bfloat16 | {s['pipeline_greedy_bfloat16']:.2f} | "
+           f"{100 * r['wer']['pipeline_greedy_bfloat16']:.1f}% | |",
+           f"| speechtl eval --audio-context dynamic --compute-type bfloat16 | {s['speechtl_dynamic_bfloat16']:.2f} | "
+           f"{100 * r['wer']['speechtl_dynamic_bfloat16']:.1f}% | |"] if "speechtl_dynamic_bfloat16" in s else []),
+        *([f"| speechtl eval --audio-context dynamic --no-merge (LoRA through PEFT's layers) | "
+           f"{s['speechtl_dynamic_unmerged']:.2f} | {100 * r['wer']['speechtl_dynamic_unmerged']:.1f}% | |"]
+          if "speechtl_dynamic_unmerged" in s else []),
         "", f"**Speed-up over the pipeline, each with its defaults: {r['speedup_vs_pipeline']:.2f}x.** "
         f"With the same decoding on both sides: greedy {r['speedup_same_decoding']['greedy']:.2f}x, beam {b} "
         f"{r['speedup_same_decoding'][f'beam{b}']:.2f}x."
@@ -337,7 +392,19 @@ def write_markdown(path: Path, r: dict) -> None:
            f"CPU seconds, best of each, {cpu_ratio(r, 'pipeline_greedy', 'speechtl_dynamic')}); "
            f"{len(r['speechtl_dynamic_differ'])} of {r['utterances']} transcripts differ from speechtl's at full "
            "context."
-           if "speechtl_dynamic" in s else ""), "",
+           if "speechtl_dynamic" in s else "")
+        + (f" In bfloat16 (`--compute-type bfloat16`) at dynamic context: "
+           f"{s['pipeline_greedy_bfloat16'] / s['speechtl_dynamic_bfloat16']:.2f}x the greedy pipeline in bfloat16 "
+           f"({round_ratios(r, 'pipeline_greedy_bfloat16', 'speechtl_dynamic_bfloat16')}), "
+           f"{s['pipeline_greedy'] / s['speechtl_dynamic_bfloat16']:.2f}x the float32 one, "
+           f"{s['speechtl_dynamic'] / s['speechtl_dynamic_bfloat16']:.2f}x speechtl's own float32 decode; "
+           f"{r['differ_from_speechtl_dynamic']['speechtl_dynamic_bfloat16']} of {r['utterances']} transcripts differ "
+           "from float32's."
+           if "speechtl_dynamic_bfloat16" in s else "")
+        + (f" A LoRA adapter merged (as speechtl eval decodes it) against through PEFT's layers (`--no-merge`): "
+           f"{s['speechtl_dynamic_unmerged'] / s['speechtl_dynamic']:.2f}x as fast, "
+           f"{r['differ_from_speechtl_dynamic']['speechtl_dynamic_unmerged']} of {r['utterances']} transcripts differ."
+           if "speechtl_dynamic_unmerged" in s else ""), "",
         f"The settings behind the differing transcripts: the pipeline decodes Whisper with a beam of {b} by default "
         f"(`{json.dumps(r['pipeline_settings']['generate_kwargs'])}`), speechtl greedily unless `--beams` is given. "
         f"With the same decoding, {r['differ_same_decoding']['greedy']} (greedy) and "

@@ -92,11 +92,12 @@ def load_for_eval(source: str, opts: DecodeOptions, device: str | None = None):
 def with_compute_type(model: SpeechModel, compute_type: str) -> SpeechModel:
     """``model`` with its weights cast to ``compute_type`` (``speechtl eval --compute-type``, transformers backend).
 
-    bfloat16 runs matrix products natively on GPUs and on CPUs with AVX512-BF16 or AMX: the offline recipe's
-    encoder model decoded 20 sentences at dynamic context 1.63x as fast in bfloat16 as in float32 on this project's
-    2-core AMD EPYC (Zen 4), with identical transcripts (benchmarks/eval_speed.py has the row). A CPU without
-    native bfloat16 emulates it, slower than float32, which is why float32 stays the default; float16 is for GPUs
-    without bfloat16. The cast comes after loading, so a LoRA merge is done in float32 first.
+    bfloat16 runs matrix products natively on GPUs and on CPUs with AVX512-BF16 or AMX: at dynamic context the
+    offline recipe's encoder model decoded 20 sentences 1.35x as fast in bfloat16 as in float32 on this project's
+    2-core AMD EPYC (Zen 4), identical transcripts, and the real-speech recipe's LoRA run 24 real utterances 1.25x
+    as fast, 2 transcripts changed (benchmarks/results/eval_speed_adapted_run4.md, eval_speed_real_lora.md). A CPU
+    without native bfloat16 emulates it, slower than float32, which is why float32 stays the default; float16 is for
+    GPUs without bfloat16. The cast comes after loading, so a LoRA merge is done in float32 first.
     """
     if compute_type not in TORCH_COMPUTE_TYPES:
         raise UsageError(f"--compute-type {compute_type}: the transformers backend decodes in "
@@ -115,8 +116,9 @@ def merged_for_decoding(model: SpeechModel) -> SpeechModel:
     adapter (it can't be folded), which are left as they are.
 
     Unmerged, every adapted linear layer runs PEFT's extra low-rank product and Python wrapper at every decoding
-    step: 32 speechocean762 test utterances decoded with the real-speech recipe's LoRA run took 3.76 s through
-    PEFT's layers and 3.16 s merged on 2 cores, with identical transcripts. Merged weights are summed once, so a
+    step: 24 speechocean762 test utterances decoded with the real-speech recipe's LoRA run took 4.83 s through
+    PEFT's layers and 3.47 s merged on 2 cores, with identical transcripts (benchmarks/results/
+    eval_speed_real_lora.md). Merged weights are summed once, so a
     logit can differ from the unmerged one by float rounding; ``speechtl eval --no-merge`` decodes unmerged, as the
     trainer's dev evaluation does.
     """
