@@ -118,3 +118,25 @@ def test_suppression_is_transformers_own_processors(tiny_whisper):
         assert texts == [t.strip() for t in model.tokenizer.batch_decode(reference, skip_special_tokens=True)]
         assert gen.suppress_tokens[0] not in reference.flatten().tolist()
     assert not torch.equal(reference, free) and all(texts)  # greedy: the suppressions changed what it wrote
+
+
+def test_a_token_budget_does_not_warn_at_every_batch(tiny_whisper):
+    """Whisper's generation config sets max_length, so transformers warned at every budgeted generate that both
+    were set; speechtl drops that one message and nothing else of that logger."""
+    import logging
+
+    model = load_model(str(tiny_whisper))
+    batch = model.collate([np.zeros(8000, dtype=np.float32)])
+    records: list[logging.LogRecord] = []
+    handler = logging.Handler()
+    handler.emit = records.append
+    gen_log = logging.getLogger("transformers.generation.utils")
+    gen_log.addHandler(handler)
+    try:
+        model.transcribe(batch, max_new_tokens=3)
+        gen_log.warning("Both `max_new_tokens` (=3) and `max_length`(=448) seem to have been set. x")
+        gen_log.warning("another warning")
+    finally:
+        gen_log.removeHandler(handler)
+    messages = [r.getMessage() for r in records]  # (transformers may warn once of other things on a first call)
+    assert "another warning" in messages and not any("max_new_tokens" in m for m in messages)

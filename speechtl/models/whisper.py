@@ -25,6 +25,22 @@ from speechtl.models.truecase import restore_case
 LOG = logging.getLogger("speechtl.models.whisper")
 
 
+class _TokenBudgetNotice(logging.Filter):
+    """Drops transformers' "Both `max_new_tokens` (=N) and `max_length`(=448) seem to have been set" warning.
+
+    Whisper's generation config always sets ``max_length`` (448), so every ``generate`` given a token budget
+    (:meth:`WhisperASR.token_budget`, the gate's limits) drew it: once a batch, hundreds of lines in an eval log,
+    about the very precedence that is meant. Only that message is dropped; its logger's others pass.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        return not (message.startswith("Both `max_new_tokens`") and "seem to have been set" in message)
+
+
+logging.getLogger("transformers.generation.utils").addFilter(_TokenBudgetNotice())
+
+
 def whisper_tokenizer(tokenizer_json: str | os.PathLike):
     """A Whisper tokenizer from a bare ``tokenizer.json`` (as CTranslate2 and faster-whisper ship it)."""
     from transformers import WhisperTokenizer
