@@ -186,6 +186,9 @@ def test_a_compute_type_the_device_cant_run_is_a_clear_error(experiments, corpus
     assert main(["eval", "--model", str(experiments("lora")), "--manifest", str(corpus), "--out", str(tmp_path / "e"),
                  "--device", "cpu", "--backend", "ctranslate2", "--compute-type", "bogus"]) == 2
     assert "compute type 'bogus'" in capsys.readouterr().err
+    assert main(["eval", "--model", str(experiments("lora")), "--manifest", str(corpus), "--out", str(tmp_path / "m"),
+                 "--backend", "ctranslate2", "--no-merge"]) == 2
+    assert "CTranslate2 runs plain weights" in capsys.readouterr().err
 
 
 def test_audio_context_setting_goes_into_the_card_and_back(tiny_whisper, corpus, tmp_path):

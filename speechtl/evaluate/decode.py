@@ -71,6 +71,9 @@ def load_for_eval(source: str, opts: DecodeOptions, device: str | None = None):
         return with_compute_type(merged_for_decoding(model) if opts.merge_lora else model, opts.compute_type)
     if opts.backend != "ctranslate2":
         raise UsageError(f"backend {opts.backend!r} unknown; choose one of {', '.join(BACKENDS)}")
+    if not opts.merge_lora:
+        raise UsageError("--no-merge: CTranslate2 runs plain weights, a LoRA adapter merged into them; decode "
+                         "through PEFT's layers with --backend transformers")
     import torch
 
     from speechtl.adapt.export import merge_for_serving
