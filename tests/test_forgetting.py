@@ -119,6 +119,32 @@ def test_the_adapter_teacher_is_the_base_and_training_flags_survive(tiny_whisper
     assert all(p.grad is not None for p in model.module.parameters() if p.requires_grad)
 
 
+def test_a_teacher_at_full_context_reads_the_batch_at_30_seconds(tiny_whisper, toy_manifest, tiny_ctc):
+    """distill_teacher_context: full: the student at its dynamic context, the teacher (the base) at 30 s."""
+    model = load_model(str(tiny_whisper))
+    model.configure(audio_context="dynamic")
+    c = cfg(method="full", distill_weight=0.5, distill_teacher_context="full")
+    prepare_base(model, c)
+    apply_method(model, c)
+    objective = Objective.build(model, c, "kept", torch.device("cpu"))
+    utts = read_manifest(toy_manifest)[:3]
+    audios = [load_utterance(u, 16000) for u in utts]
+    batch = model.collate(audios, [u.text for u in utts])
+    assert batch["input_features"].shape[-1] < 3000
+    base = load_model(str(tiny_whisper))  # pads every batch to 30 s: the features the teacher must read
+    base.module.eval()
+    full = base.collate(audios, [u.text for u in utts])
+    torch.testing.assert_close(model.at_full_context(batch)["input_features"], full["input_features"], rtol=0, atol=0)
+    with torch.no_grad():
+        at_30 = base.logits(full)[0]
+        torch.testing.assert_close(objective.teacher_logits(batch), at_30)
+        assert not torch.allclose(base.logits(batch)[0], at_30)  # the context changes what the teacher says
+    assert objective(batch).distill.item() > 0  # the student at its short context already differs from it
+    ctc = load_model(str(tiny_ctc))
+    with pytest.raises(ConfigError, match="no audio context"):
+        Objective.build(ctc, cfg(distill_weight=1.0, distill_teacher_context="full"), "kept", torch.device("cpu"))
+
+
 def test_ctc_distillation_on_frames_and_a_rebuilt_vocabulary_is_refused(tiny_ctc, toy_manifest, tmp_path):
     summary = train(load_model(str(tiny_ctc)), read_manifest(toy_manifest), tmp_path / "exp",
                     cfg(method="freeze", settings=["feature_encoder"], distill_weight=1.0))
@@ -217,6 +243,8 @@ def test_bad_augment_block_names_file_and_line(tmp_path):
 @pytest.mark.parametrize("settings, message", [
     ({"distill_weight": -0.1}, "'distill_weight' must be >= 0"),
     ({"distill_temperature": 0.0}, "'distill_temperature' must be positive"),
+    ({"distill_teacher_context": "full"}, "'distill_teacher_context' full .* needs distill_weight > 0"),
+    ({"distill_weight": 1.0, "distill_teacher_context": "half"}, "'distill_teacher_context' must be 'same' or 'full'"),
     ({"replay_fraction": 0.5}, "'replay_fraction' needs replay_manifest"),
     ({"replay_fraction": 1.0, "replay_manifest": "{m}"}, r"'replay_fraction' must lie in \[0, 1\)"),
     ({"replay_manifest": "{m}"}, "'replay_manifest' is only used with replay_fraction"),

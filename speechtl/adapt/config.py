@@ -117,6 +117,10 @@ class TrainConfig:
                 "(learning without forgetting); 0: off"})
     distill_temperature: float = field(default=1.0, metadata={
         "help": "T > 0: both distributions are softened as softmax(logits / T) for the distillation term"})
+    distill_teacher_context: str = field(default="same", metadata={
+        "help": "Whisper: same: the teacher reads the student's batch; full: the teacher reads it at the full 30 s "
+                "audio context while the student trains at its own (dynamic) one, so the student learns to write "
+                "at the short context what the base writes at 30 s (FUTO's audio-context fine-tuning, within LwF)"})
     replay_manifest: str = field(default="", metadata={
         "help": "manifest of general (source-domain) speech mixed into every training batch (needs replay_fraction)"})
     replay_fraction: float = field(default=0.0, metadata={
@@ -226,6 +230,11 @@ class TrainConfig:
             raise bad("distill_weight", f"must be >= 0, got {self.distill_weight}")
         if not self.distill_temperature > 0.0:
             raise bad("distill_temperature", f"must be positive, got {self.distill_temperature}")
+        if self.distill_teacher_context not in ("same", "full"):
+            raise bad("distill_teacher_context", f"must be 'same' or 'full', got {self.distill_teacher_context!r}")
+        if self.distill_teacher_context == "full" and not self.distill_weight > 0:
+            raise bad("distill_teacher_context", "full is the distillation teacher's context: it needs distill_weight "
+                      "> 0")
         if not 0.0 <= self.replay_fraction < 1.0:
             raise bad("replay_fraction", f"must lie in [0, 1), got {self.replay_fraction}")
         if self.replay_fraction > 0 and not self.replay_manifest:

@@ -27,6 +27,11 @@ Choices, and why:
   predictions, free of dropout, LayerDrop and SpecAugment (which the student keeps as regularisers),
   the same for both kinds of teacher; and a teacher forward then draws no random numbers, so the
   student's dropout and masks are those of the run without distillation.
+* **The teacher's audio context** (``distill_teacher_context: full``, Whisper): the teacher reads the batch padded
+  to 30 s, as the base model was trained, while the student trains at its dynamic context, so the pull is towards
+  what the base writes at 30 s. That is FUTO's audio-context fine-tuning (github futo-org/whisper-acft: a student at
+  a context cut to the clip, a teacher at 30 s) as a term of LwF, for models meant to decode at a short context;
+  the teacher's forward then costs a 30 s encoder pass a batch.
 * **DDP**: the term is a mean over this process's positions; the trainer weighs it by this process's
   share of the global batch's positions (as it weighs the task loss by its share of items), so N
   processes give the gradient one process would with the same global batch.
@@ -126,6 +131,8 @@ class Objective:
     def __init__(self, model: SpeechModel, cfg: TrainConfig, teacher: nn.Module | None = None) -> None:
         self.model, self.teacher = model, teacher
         self.weight, self.temperature = cfg.distill_weight, cfg.distill_temperature
+        #: ``full``: the teacher reads each batch at the model's full audio context (Whisper's 30 s).
+        self.teacher_context = cfg.distill_teacher_context
         self.distills = cfg.distill_weight > 0
         #: Bytes of the teacher's weights held beside the model (0: none, or the model itself, adapters off).
         self.teacher_bytes = parameter_bytes(teacher) if teacher is not None else 0
@@ -139,6 +146,9 @@ class Objective:
             raise ConfigError("distill_weight: the target texts needed a new CTC vocabulary and a fresh output head, "
                               "so the base model has no distribution over the new vocabulary to distil; use a base "
                               "whose vocabulary covers the text, or distill_weight 0")
+        if cfg.distill_teacher_context == "full" and not hasattr(model, "at_full_context"):
+            raise ConfigError(f"distill_teacher_context: full is Whisper's (its 30 s audio context); a {model.family} "
+                              "model has no audio context to widen")
         teacher = None if cfg.method in ADAPTER_METHODS else frozen_copy(model.module, device)
         objective = cls(model, cfg, teacher)
         LOG.info("distillation to the base model: weight %g, temperature %g; teacher: %s", cfg.distill_weight,
@@ -148,6 +158,8 @@ class Objective:
 
     @torch.no_grad()
     def teacher_logits(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        if self.teacher_context == "full":
+            batch = self.model.at_full_context(batch)
         if self.teacher is not None:
             return self.model.logits(batch, self.teacher)[0]
         with adapters_off(self.model):

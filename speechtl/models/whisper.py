@@ -352,6 +352,11 @@ class WhisperASR(SpeechModel):
                    truncation=True).input_features
         return floor_padded(feats, frames)
 
+    def at_full_context(self, batch: Mapping[str, Any]) -> dict[str, Any]:
+        """``batch`` with its features padded to the full 30 s context (:func:`floor_padded`: exactly the features
+        of its audio followed by zeros), the rest as it is: what a distillation teacher at 30 s reads."""
+        return {**batch, "input_features": floor_padded(batch["input_features"], self.feature_extractor.nb_max_frames)}
+
     def _labels(self, texts: Sequence[str], prompts: Sequence[list[int]]) -> dict[str, torch.Tensor]:
         prefix = prompts[0]
         eos = self.module.generation_config.eos_token_id
