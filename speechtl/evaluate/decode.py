@@ -120,10 +120,10 @@ def merged_for_decoding(model: SpeechModel) -> SpeechModel:
 
     Unmerged, every adapted linear layer runs PEFT's extra low-rank product and Python wrapper at every decoding
     step: 24 speechocean762 test utterances decoded with the real-speech recipe's LoRA run took 4.83 s through
-    PEFT's layers and 3.47 s merged on 2 cores, with identical transcripts (benchmarks/results/
-    eval_speed_real_lora.md). Merged weights are summed once, so a
-    logit can differ from the unmerged one by float rounding; ``speechtl eval --no-merge`` decodes unmerged, as the
-    trainer's dev evaluation does.
+    PEFT's layers and 3.47 s merged on 2 cores, with identical transcripts
+    (benchmarks/results/eval_speed_real_lora.md). Merged weights are summed once, so a logit can differ from the
+    unmerged one by float rounding; ``speechtl eval --no-merge`` decodes unmerged, as the trainer's dev evaluation
+    does.
     """
     adapters = model.adapters
     active = adapters.active if adapters is not None else None
