@@ -67,8 +67,12 @@ def load_for_eval(source: str, opts: DecodeOptions, device: str | None = None):
     from speechtl import load_model
 
     if opts.backend == "transformers":
+        dtype = torch_dtype(opts.compute_type)  # a bad one is refused before the model is loaded
         model = with_gate(with_audio_context(load_model(source, device=device), opts), opts.gate)
-        return with_compute_type(merged_for_decoding(model) if opts.merge_lora else model, opts.compute_type)
+        model = merged_for_decoding(model) if opts.merge_lora else model
+        if dtype is not None:  # after any merge, so a LoRA adapter is folded in float32
+            model.module.to(dtype)
+        return model
     if opts.backend != "ctranslate2":
         raise UsageError(f"backend {opts.backend!r} unknown; choose one of {', '.join(BACKENDS)}")
     if not opts.merge_lora:
@@ -92,25 +96,26 @@ def load_for_eval(source: str, opts: DecodeOptions, device: str | None = None):
     return CT2Whisper.from_model(model, device or "cpu", opts.compute_type, threads)
 
 
-def with_compute_type(model: SpeechModel, compute_type: str) -> SpeechModel:
-    """``model`` with its weights cast to ``compute_type`` (``speechtl eval --compute-type``, transformers backend).
+def torch_dtype(compute_type: str):
+    """The torch dtype the transformers backend decodes in for ``compute_type`` (``speechtl eval --compute-type``);
+    None for ``default``: the weights as loaded, float32.
 
     bfloat16 runs matrix products natively on GPUs and on CPUs with AVX512-BF16 or AMX: at dynamic context the
     offline recipe's encoder model decoded 20 sentences 1.35x as fast in bfloat16 as in float32 on this project's
     2-core AMD EPYC (Zen 4), identical transcripts, and the real-speech recipe's LoRA run 24 real utterances 1.25x
     as fast, 2 transcripts changed (benchmarks/results/eval_speed_adapted_run4.md, eval_speed_real_lora.md). A CPU
     without native bfloat16 emulates it, slower than float32, which is why float32 stays the default; float16 is for
-    GPUs without bfloat16. The cast comes after loading, so a LoRA merge is done in float32 first.
+    GPUs without bfloat16.
     """
     if compute_type not in TORCH_COMPUTE_TYPES:
         raise UsageError(f"--compute-type {compute_type}: the transformers backend decodes in "
                          f"{', '.join(TORCH_COMPUTE_TYPES[1:])}; int8 and the other quantised types are CTranslate2's "
                          "(--backend ctranslate2)")
-    if compute_type != "default":
-        import torch
+    if compute_type == "default":
+        return None
+    import torch
 
-        model.module.to(getattr(torch, compute_type))
-    return model
+    return getattr(torch, compute_type)
 
 
 def merged_for_decoding(model: SpeechModel) -> SpeechModel:
@@ -137,13 +142,13 @@ def merges_lora(model_source: str, gate: str) -> bool:
     """Whether decoding ``model_source`` with :attr:`DecodeOptions.gate` ``gate`` folds a LoRA adapter into the
     weights (:func:`merged_for_decoding`), read from its adapter dir without loading it: the one case
     :attr:`DecodeOptions.merge_lora` changes."""
-    from speechtl.adapt.adapters import CARD, CONFIG, resolve_adapter_dir
+    from speechtl.adapt.adapters import CONFIG, AdapterError, read_card, resolve_adapter_dir
 
     path = resolve_adapter_dir(model_source)
     try:
         lora = json.loads((path / CONFIG).read_text(encoding="utf-8")).get("peft_type") == "LORA"
-        gated = gate != "off" and bool(gate or json.loads((path / CARD).read_text(encoding="utf-8")).get("gate"))
-    except (OSError, json.JSONDecodeError, UnicodeDecodeError):
+        gated = gate != "off" and bool(gate or read_card(path).get("gate"))
+    except (OSError, json.JSONDecodeError, UnicodeDecodeError, AdapterError):
         return False
     return lora and not gated
 
