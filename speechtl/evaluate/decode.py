@@ -60,18 +60,23 @@ class DecodeOptions:
 def load_for_eval(source: str, opts: DecodeOptions, device: str | None = None):
     """The model ``source`` names, ready to decode on ``opts.backend``.
 
-    For ``ctranslate2``, a LoRA adapter is merged into its base first (a bottleneck adapter is refused:
-    it can't be merged), and a CTranslate2 dir is run as it is; either way the transformers model is
-    kept only as the front end (features at its audio context, prompt, tokenizer).
+    For ``transformers`` in float32 on CPU, the vocabulary projection runs through oneDNN with its weight packed
+    (:mod:`speechtl.models.packed`: MKL is slow on that product's shape). For ``ctranslate2``, a LoRA adapter is
+    merged into its base first (a bottleneck adapter is refused: it can't be merged), and a CTranslate2 dir is run
+    as it is; either way the transformers model is kept only as the front end (features at its audio context,
+    prompt, tokenizer).
     """
     from speechtl import load_model
 
     if opts.backend == "transformers":
+        from speechtl.models.packed import pack_vocabulary_projection
+
         dtype = torch_dtype(opts.compute_type)  # a bad one is refused before the model is loaded
         model = with_gate(with_audio_context(load_model(source, device=device), opts), opts.gate)
         model = merged_for_decoding(model) if opts.merge_lora else model
         if dtype is not None:  # after any merge, so a LoRA adapter is folded in float32
             model.module.to(dtype)
+        pack_vocabulary_projection(model.module, opts.batch_size)  # after both: float32 on CPU only
         return model
     if opts.backend != "ctranslate2":
         raise UsageError(f"backend {opts.backend!r} unknown; choose one of {', '.join(BACKENDS)}")
