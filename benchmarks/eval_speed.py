@@ -20,6 +20,8 @@ then times, on the same warm process:
     figure, its other speechtl rows then decoding at full context, as the pipeline does;
   * the same dynamic-context decode with the weights in bfloat16 (``speechtl eval --compute-type bfloat16``),
     beside the greedy pipeline in bfloat16 too (``dtype=torch.bfloat16``), its like-for-like peer;
+  * the same dynamic-context decode with the vocabulary projection left to MKL (transformers' own product), for
+    attribution of the oneDNN-packed one speechtl eval uses in float32 on CPU (speechtl.models.packed);
   * for a LoRA experiment (``--model EXP``): speechtl decodes it as ``speechtl eval`` does, merged into the
     weights; the pipeline gets that merged model (saved to a temporary dir: it can't load an adapter on an
     offline base); one more row decodes it through PEFT's layers (``--no-merge``), for attribution.
@@ -53,6 +55,7 @@ from speechtl.evaluate.evaldir import score_hypotheses
 from speechtl.features.audio import load_audio
 from speechtl.io import atomic_write, environment, write_json
 from speechtl.models import resolve_local
+from speechtl.models.packed import PackedLinear
 
 ROOT = Path(__file__).resolve().parents[1]
 SENTENCES = ROOT / "data_manifests" / "synthetic_caribbean" / "sentences.txt"
@@ -138,6 +141,10 @@ def main() -> None:
     half = load_for_eval(args.model, DecodeOptions(gate="off", compute_type="bfloat16"), device="cpu")
     unmerged = load_for_eval(args.model, DecodeOptions(gate="off", merge_lora=False), device="cpu") \
         if merges_lora(args.model, "off") else None
+    # and one with the vocabulary projection as transformers runs it (MKL), for attribution of the packed one's
+    unpacked = load_for_eval(args.model, DecodeOptions(gate="off"), device="cpu")
+    if isinstance(unpacked.module.get_output_embeddings().forward, PackedLinear):
+        del unpacked.module.get_output_embeddings().forward  # the instance's forward gone, nn.Linear's own is back
     with tempfile.TemporaryDirectory() as tmp:
         model_dir = pipeline_dir(args.model, model, Path(tmp) / "merged")
         utts = from_manifest(args.manifest, args.n) if args.manifest else make_utterances(args.n, Path(tmp))
@@ -146,7 +153,7 @@ def main() -> None:
         pipe_half = pipeline("automatic-speech-recognition", model=model_dir, device="cpu", dtype=torch.bfloat16)
         for p in (pipe, pipe_half):
             p([audios[0]])  # warm-up, both sides
-        for m in (model, half, unmerged):
+        for m in (model, half, unmerged, unpacked):
             if m is not None:
                 transcribe_utterances(m, utts[:2], DecodeOptions())
 
@@ -166,6 +173,7 @@ def main() -> None:
                    "speechtl_dynamic": dynamic(model),
                    "pipeline_greedy_bfloat16": lambda: piped(pipe_half, generate_kwargs={"num_beams": 1}),
                    "speechtl_dynamic_bfloat16": dynamic(half),
+                   "speechtl_dynamic_unpacked": dynamic(unpacked),
                    **({"speechtl_dynamic_unmerged": dynamic(unmerged)} if unmerged is not None else {})}
         ct2_systems = {} if args.no_ctranslate2 else ctranslate2_systems(model, utts, audios)
         systems.update(ct2_systems)
@@ -178,7 +186,8 @@ def main() -> None:
         (t_ours_beam, ours_beam), (t_dyn, ours_dyn) = timed[f"speechtl_beam{beams}"], timed["speechtl_dynamic"]
         ct2_rows = {name: timed[name] for name in ct2_systems}
         extra_rows = {name: timed[name] for name in ("pipeline_greedy_bfloat16", "speechtl_dynamic_bfloat16",
-                                                     "speechtl_dynamic_unmerged") if name in timed}
+                                                     "speechtl_dynamic_unmerged", "speechtl_dynamic_unpacked")
+                      if name in timed}
     norm = normalizer_for("en")
     wer = {name: score_hypotheses(utts, h)[1].wer.rate
            for name, h in (("pipeline", pipe_hyps), ("speechtl", ours), ("speechtl_batch1", ours_b1),
@@ -381,6 +390,9 @@ def write_markdown(path: Path, r: dict) -> None:
            f"{100 * r['wer']['pipeline_greedy_bfloat16']:.1f}% | |",
            f"| speechtl eval --audio-context dynamic --compute-type bfloat16 | {s['speechtl_dynamic_bfloat16']:.2f} | "
            f"{100 * r['wer']['speechtl_dynamic_bfloat16']:.1f}% | |"] if "speechtl_dynamic_bfloat16" in s else []),
+        *([f"| speechtl at dynamic context, vocabulary projection unpacked (MKL, as transformers runs it) | "
+           f"{s['speechtl_dynamic_unpacked']:.2f} | {100 * r['wer']['speechtl_dynamic_unpacked']:.1f}% | |"]
+          if "speechtl_dynamic_unpacked" in s else []),
         *([f"| speechtl eval --audio-context dynamic --no-merge (LoRA through PEFT's layers) | "
            f"{s['speechtl_dynamic_unmerged']:.2f} | {100 * r['wer']['speechtl_dynamic_unmerged']:.1f}% | |"]
           if "speechtl_dynamic_unmerged" in s else []),
@@ -401,6 +413,11 @@ def write_markdown(path: Path, r: dict) -> None:
            f"{r['differ_from_speechtl_dynamic']['speechtl_dynamic_bfloat16']} of {r['utterances']} transcripts differ "
            "from float32's."
            if "speechtl_dynamic_bfloat16" in s else "")
+        + (f" The vocabulary projection packed for oneDNN (speechtl.models.packed) against MKL's product: "
+           f"{s['speechtl_dynamic_unpacked'] / s['speechtl_dynamic']:.2f}x as fast "
+           f"({round_ratios(r, 'speechtl_dynamic_unpacked', 'speechtl_dynamic')}), "
+           f"{r['differ_from_speechtl_dynamic']['speechtl_dynamic_unpacked']} of {r['utterances']} transcripts differ."
+           if "speechtl_dynamic_unpacked" in s else "")
         + (f" A LoRA adapter merged (as speechtl eval decodes it) against through PEFT's layers (`--no-merge`): "
            f"{s['speechtl_dynamic_unmerged'] / s['speechtl_dynamic']:.2f}x as fast, "
            f"{r['differ_from_speechtl_dynamic']['speechtl_dynamic_unmerged']} of {r['utterances']} transcripts differ."
