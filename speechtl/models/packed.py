@@ -1,19 +1,19 @@
 """A model's vocabulary projection run through oneDNN with its weight packed once, for decoding on CPU.
 
 Why our own code: PyTorch's CPU ``nn.Linear`` calls MKL's sgemm, which does poorly on the shape a decoding step
-gives Whisper's vocabulary projection (16 tokens x 384 -> 51,864 for tiny.en): ~44 GFLOP/s on this project's
-2-core AMD EPYC (Zen 4), 19 ms a step, when reading the 80 MB weight from memory takes ~3 ms. oneDNN with the
-weight packed ahead of time into its own layout did the same product in 9 ms. That is what torch.compile's CPU
-backend does when it freezes a model (``torch.ops.mkldnn._reorder_linear_weight`` and ``_linear_pointwise``), and
-what Intel Extension for PyTorch's ``ipex.optimize`` did for eager models; IPEX is retired and not built for the
-torch speechtl uses, and compiling costs more than a test set's decode saves, so the two ops are called here.
+gives Whisper's vocabulary projection (16 tokens x 384 -> 51,864 for tiny.en): ~44 GFLOP/s on a 2-core AVX2 AMD
+EPYC, 19 ms a step, where the encoder's products reach ~145 and reading the 80 MB weight from memory takes ~3 ms.
+oneDNN with the weight packed ahead of time into its own layout did the same product in 9 ms. That is what
+torch.compile's CPU backend does when it freezes a model (``torch.ops.mkldnn._reorder_linear_weight`` and
+``_linear_pointwise``), and what Intel Extension for PyTorch's ``ipex.optimize`` did for eager models; IPEX is
+retired and not built for the torch speechtl uses, and compiling costs more than a test set's decode saves, so
+the two ops are called here.
 
 Only the vocabulary projection is packed: it is the one large matrix a step multiplies by a few rows, where MKL
 loses most (the decoder's other layers packed too saved nothing more in the measurement), and a packed copy costs
-memory (one more copy of that weight, 80 MB for tiny.en). Measured: the offline recipe's encoder model decoded 20
-sentences at dynamic context in 2.40 s best / 2.98 s median of 7 rounds against 3.09 / 3.42 s, 0 transcripts
-changed (the logits differ from MKL's by float32 rounding, ~1e-4). benchmarks/eval_speed.py times it in its
-dynamic-context rows.
+memory (one more copy of that weight, 80 MB for tiny.en). Measured (benchmarks/results/eval_speed_adapted_run5.md):
+the offline recipe's encoder model decoded 20 sentences at dynamic context 1.10x as fast (best of 5 rounds; median
+of the rounds 1.16x), 0 transcripts changed: the logits differ from MKL's by float32 rounding (~1e-4).
 """
 
 from __future__ import annotations
