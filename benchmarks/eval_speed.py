@@ -19,7 +19,8 @@ then times, on the same warm process:
     that per margin); ``--model EXP_MODEL_DIR`` of a model adapted at dynamic context gives the real
     figure, its other speechtl rows then decoding at full context, as the pipeline does;
   * the same dynamic-context decode with the weights in bfloat16 (``speechtl eval --compute-type bfloat16``),
-    beside the greedy pipeline in bfloat16 too (``dtype=torch.bfloat16``), its like-for-like peer;
+    beside the greedy pipeline in bfloat16 too (``dtype=torch.bfloat16``), its like-for-like peer
+    (``--no-bfloat16`` leaves these two rows out: a CPU without AVX512-BF16 or AMX emulates bfloat16);
   * the same dynamic-context decode with the vocabulary projection left to MKL (transformers' own product), for
     attribution of the oneDNN-packed one speechtl eval uses in float32 on CPU (speechtl.models.packed);
   * for a LoRA experiment (``--model EXP``): speechtl decodes it as ``speechtl eval`` does, merged into the
@@ -129,6 +130,9 @@ def main() -> None:
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "eval_speed"))
     ap.add_argument("--no-ctranslate2", action="store_true",
                     help="leave out the CTranslate2 backend and faster-whisper rows")
+    ap.add_argument("--no-bfloat16", action="store_true",
+                    help="leave out the bfloat16 rows (a CPU without AVX512-BF16 or AMX emulates it: slow, and no "
+                         "figure a user of that CPU would decode with)")
     ap.add_argument("--manifest", default="", help="take --n utterances of this manifest (real speech) instead of "
                     "making espeak-ng ones")
     args = ap.parse_args()
@@ -138,7 +142,8 @@ def main() -> None:
     model = load_for_eval(args.model, DecodeOptions(gate="off"), device="cpu")
     model.configure(audio_context="full")  # like for like with the pipeline, even for a model adapted at dynamic
     # the dynamic-context rows' own copies: the weights in bfloat16, and (LoRA) unmerged
-    half = load_for_eval(args.model, DecodeOptions(gate="off", compute_type="bfloat16"), device="cpu")
+    half = None if args.no_bfloat16 else load_for_eval(args.model, DecodeOptions(gate="off", compute_type="bfloat16"),
+                                                       device="cpu")
     unmerged = load_for_eval(args.model, DecodeOptions(gate="off", merge_lora=False), device="cpu") \
         if merges_lora(args.model, "off") else None
     # and one with the vocabulary projection as transformers runs it (MKL), for attribution of the packed one's
@@ -150,9 +155,11 @@ def main() -> None:
         utts = from_manifest(args.manifest, args.n) if args.manifest else make_utterances(args.n, Path(tmp))
         audios = read(utts)
         pipe = pipeline("automatic-speech-recognition", model=model_dir, device="cpu")
-        pipe_half = pipeline("automatic-speech-recognition", model=model_dir, device="cpu", dtype=torch.bfloat16)
+        pipe_half = None if half is None else pipeline("automatic-speech-recognition", model=model_dir, device="cpu",
+                                                       dtype=torch.bfloat16)
         for p in (pipe, pipe_half):
-            p([audios[0]])  # warm-up, both sides
+            if p is not None:
+                p([audios[0]])  # warm-up, both sides
         for m in (model, half, unmerged, unpacked):
             if m is not None:
                 transcribe_utterances(m, utts[:2], DecodeOptions())
@@ -171,8 +178,9 @@ def main() -> None:
         systems = {"pipeline": piped, "pipeline_greedy": lambda: piped(generate_kwargs={"num_beams": 1}),
                    **{name: lambda o=o: transcribe_utterances(model, utts, o) for name, o in ours_at.items()},
                    "speechtl_dynamic": dynamic(model),
-                   "pipeline_greedy_bfloat16": lambda: piped(pipe_half, generate_kwargs={"num_beams": 1}),
-                   "speechtl_dynamic_bfloat16": dynamic(half),
+                   **({} if half is None else {
+                       "pipeline_greedy_bfloat16": lambda: piped(pipe_half, generate_kwargs={"num_beams": 1}),
+                       "speechtl_dynamic_bfloat16": dynamic(half)}),
                    "speechtl_dynamic_unpacked": dynamic(unpacked),
                    **({"speechtl_dynamic_unmerged": dynamic(unmerged)} if unmerged is not None else {})}
         ct2_systems = {} if args.no_ctranslate2 else ctranslate2_systems(model, utts, audios)
