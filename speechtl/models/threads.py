@@ -13,6 +13,7 @@ each piece is computed as it would be alone.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import TypeVar
@@ -26,12 +27,13 @@ R = TypeVar("R")
 def across_cores(fn: Callable[[T], R], items: Sequence[T]) -> list[R]:
     """``[fn(x) for x in items]``, the items spread over the intra-op threads, each computing on one.
 
-    Only for inference on CPU: with gradients enabled, on one thread or for one item it is the plain loop (autograd
-    and accelerators keep their own parallelism). The calling thread's grad and inference modes are the workers'
-    (both are per thread in PyTorch), and its thread count is back as it was on return, also after an error.
+    Only for inference on CPU: with gradients enabled, on one thread, for one item or under a parallel backend other
+    than OpenMP (whose thread count is per thread; the native backend's pool is shared and fixed once used) it is
+    the plain loop. The calling thread's grad and inference modes are the workers' (both are per thread in
+    PyTorch), and its thread count is back as it was on return, also after an error.
     """
     threads = torch.get_num_threads()
-    if threads < 2 or len(items) < 2 or torch.is_grad_enabled():
+    if threads < 2 or len(items) < 2 or torch.is_grad_enabled() or not openmp():
         return [fn(x) for x in items]
     inference = torch.is_inference_mode_enabled()
 
@@ -46,4 +48,10 @@ def across_cores(fn: Callable[[T], R], items: Sequence[T]) -> list[R]:
             return list(pool.map(run, items))
     finally:
         torch.set_num_threads(threads)
+
+
+@functools.cache
+def openmp() -> bool:
+    """Whether this torch parallelises its operators with OpenMP (the PyPI wheels for Linux among them)."""
+    return "parallel backend: OpenMP" in torch.__config__.parallel_info()
 
