@@ -54,4 +54,3 @@ def across_cores(fn: Callable[[T], R], items: Sequence[T]) -> list[R]:
 def openmp() -> bool:
     """Whether this torch parallelises its operators with OpenMP (the PyPI wheels for Linux among them)."""
     return "parallel backend: OpenMP" in torch.__config__.parallel_info()
-

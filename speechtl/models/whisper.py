@@ -109,12 +109,12 @@ MEL_FRAMES_PER_SECOND = 100
 #: that loops ("the the the…") would otherwise run to the 448-token limit on every such utterance
 #: (un-adapted tiny.en at short contexts did so on most of VCTK: 30 min for 40 utterances).
 TOKENS_PER_SECOND = 12
+TOKEN_BUDGET_SLACK = 16
 #: Mel frames of one piece of a batch the encoder computes at a time on CPU (see :meth:`WhisperASR.encode`): one
 #: utterance at the full 30 s context, two at ~10 s. Two at ~10 s were ~10% faster than one (20 read sentences at
 #: dynamic context, 2-core AVX2 EPYC, 11 rounds: 1.28 s against 1.34 s best, 1.46 s against 1.58 s median, the
 #: pieces side by side); three or four were no faster than two.
 ENCODER_PIECE_FRAMES = 2000
-TOKEN_BUDGET_SLACK = 16
 
 
 class Suppression:
@@ -408,11 +408,12 @@ class WhisperASR(SpeechModel):
         (:func:`~speechtl.models.threads.across_cores`), while the decoder gains from the whole batch; so decoding
         encodes in micro-batches and generates once.
         """
+        on_cpu = feats.device.type == "cpu"
         if micro_batch is None:
-            micro_batch = len(feats) if feats.device.type != "cpu" else max(1, ENCODER_PIECE_FRAMES // feats.shape[-1])
+            micro_batch = max(1, ENCODER_PIECE_FRAMES // feats.shape[-1]) if on_cpu else len(feats)
         enc = self.module.model.encoder
         pieces = [feats[i:i + micro_batch] for i in range(0, len(feats), micro_batch)]
-        if feats.device.type != "cpu":
+        if not on_cpu:
             return torch.cat([enc(x).last_hidden_state for x in pieces])
         return torch.cat(across_cores(lambda x: enc(x).last_hidden_state, pieces))
 
