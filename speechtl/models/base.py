@@ -188,9 +188,17 @@ class SpeechModel(abc.ABC):
     def hidden_size(self) -> int:
         """Width of the hidden states between transformer blocks."""
 
-    @abc.abstractmethod
     def enable_gradient_checkpointing(self) -> None:
-        """Trade compute for memory in training."""
+        """Trade compute for memory in training: recompute each block's activations in the backward pass.
+
+        Non-reentrant, so frozen inputs (LoRA, adapters) still get gradients. transformers 5.25 renamed the
+        switch ``activation_checkpointing_enable`` (the old name warns and goes in v6); older releases only
+        have ``gradient_checkpointing_enable``."""
+        kwargs = {"use_reentrant": False}
+        if hasattr(self.module, "activation_checkpointing_enable"):
+            self.module.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs)
+        else:
+            self.module.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
 
     @abc.abstractmethod
     def save(self, out_dir: str | os.PathLike) -> None:

@@ -395,13 +395,6 @@ class CTCASR(SpeechModel):
         self._beam_decoders[key] = decoder
         return decoder
 
-    def enable_gradient_checkpointing(self) -> None:
-        kwargs = {"use_reentrant": False}
-        if hasattr(self.module, "activation_checkpointing_enable"):  # transformers >= 5.x renamed it
-            self.module.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs)
-        else:
-            self.module.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
-
     settings = SETTINGS
 
     def configure(self, **settings: Any) -> None:

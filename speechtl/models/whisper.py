@@ -546,8 +546,9 @@ class WhisperASR(SpeechModel):
         return "kept"
 
     def enable_gradient_checkpointing(self) -> None:
+        """As the base class, with the decoder's key/value cache off: recomputed blocks must not append to it."""
         self.module.config.use_cache = False
-        self.module.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        super().enable_gradient_checkpointing()
 
     # -- structure ------------------------------------------------------------------------------
     def blocks(self) -> dict[str, list[nn.Module]]:
