@@ -32,7 +32,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 MANIFESTS = [ROOT / "recipes" / "speechocean762_english" / "exp" / "whisper_tiny_en" / "data" / "test_adults.jsonl",
-             ROOT / "recipes" / "synthetic_caribbean" / "exp" / "try" / "data" / "test_us.jsonl"]
+             ROOT / "recipes" / "synthetic_caribbean" / "exp" / "whisper_tiny_en" / "data" / "test_us.jsonl"]
 
 
 def main() -> None:

@@ -34,7 +34,7 @@ from pathlib import Path
 from _child import run_child
 
 ROOT = Path(__file__).resolve().parents[1]
-MANIFEST = ROOT / "recipes" / "synthetic_caribbean" / "exp" / "try" / "data" / "train.jsonl"
+MANIFEST = ROOT / "recipes" / "synthetic_caribbean" / "exp" / "whisper_tiny_en" / "data" / "train.jsonl"
 CONFS = ROOT / "recipes" / "synthetic_caribbean" / "conf"
 METHODS = {"full": "train_full.yaml", "freeze": "train_encoder.yaml", "lora": "train_lora.yaml",
            "adapters": "train_adapters.yaml"}
@@ -200,6 +200,8 @@ def main() -> None:
     if args.child:
         child(args)
         return
+    if not Path(args.manifest).is_file():
+        ap.error(f"{args.manifest}: no such manifest (`make recipe` writes the default in its stage 0)")
     from speechtl.io import environment, write_json
 
     load_before = os.getloadavg()
