@@ -233,6 +233,40 @@ def test_beam_search_through_pyctcdecode_agrees_with_greedy(overfit):
         model.transcribe(batch, temperature=0.5)
 
 
+def bigram_arpa(sentences: list[str]) -> str:
+    """A bigram KenLM model (ARPA text, tab-separated as KenLM requires) of ``sentences``, by hand."""
+    words = ["<unk>", "<s>", "</s>", *dict.fromkeys(" ".join(sentences).split())]
+    prob = {"<unk>": "-1.2", "<s>": "0"}
+    unigrams = [(prob.get(w, "-0.8"), w, "0" if w in ("<unk>", "</s>") else "-0.3") for w in words]
+    bigrams = [("-0.1", f"{a} {b}") for t in sentences
+               for a, b in zip(["<s>", *t.split()], [*t.split(), "</s>"], strict=True)]
+    return "\n".join(["\\data\\", f"ngram 1={len(unigrams)}", f"ngram 2={len(bigrams)}", "", "\\1-grams:",
+                      *("\t".join(u) for u in unigrams), "", "\\2-grams:", *("\t".join(b) for b in bigrams), "",
+                      "\\end\\", ""])
+
+
+def test_beam_search_with_a_kenlm_model(overfit, tmp_path):
+    """The LM path end to end: kenlm reads the ARPA file, an LM of the right sentences keeps a right beam right,
+    with its weights at zero the search is the LM-free one, and a heavily weighted LM that knows only one of the
+    sentences drags the other away from what the acoustics say (so the LM is really in the search)."""
+    pytest.importorskip("pyctcdecode")
+    pytest.importorskip("kenlm")
+    lm = tmp_path / "pair.arpa"
+    lm.write_text(bigram_arpa(PAIR))
+    model = load_model(str(overfit["dir"]))
+    batch = model.collate(overfit["audios"])
+    assert model.transcribe(batch, num_beams=8, lm=lm) == PAIR
+    scored = model.transcribe_scored(batch, num_beams=8, lm=lm, lm_alpha=0.0, lm_beta=0.0)
+    assert [t for t, _ in scored] == model.transcribe(batch, num_beams=8)
+    assert len(model._beam_decoders) == 3  # one decoder per (lm, alpha, beta), built once
+    cats = tmp_path / "cats.arpa"
+    cats.write_text(bigram_arpa(PAIR[:1]))
+    heavy = model.transcribe(batch, num_beams=8, lm=cats, lm_alpha=5.0)
+    assert heavy[0] == PAIR[0] and heavy[1] != PAIR[1]
+    with pytest.raises(FileNotFoundError, match="no such KenLM model"):
+        model.transcribe(batch, num_beams=8, lm=tmp_path / "absent.arpa")
+
+
 def test_beam_search_without_pyctcdecode_or_kenlm_says_what_to_install(tiny_ctc, tmp_path, monkeypatch):
     import importlib.util
 
@@ -240,7 +274,7 @@ def test_beam_search_without_pyctcdecode_or_kenlm_says_what_to_install(tiny_ctc,
     model = load_model(str(tiny_ctc))
     batch = model.collate([spoken("a")])
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "pyctcdecode" else real(name, *a))
-    with pytest.raises(ImportError, match="pip install pyctcdecode kenlm"):
+    with pytest.raises(ImportError, match="pip install --no-deps pyctcdecode pygtrie"):
         model.transcribe(batch, num_beams=4)
     faked = {"pyctcdecode": real("json"), "kenlm": None}  # pyctcdecode "installed", kenlm not
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: faked[name] if name in faked else real(name, *a))

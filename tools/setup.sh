@@ -25,4 +25,11 @@ if ! .venv/bin/python -c "import torch" >/dev/null 2>&1; then
   .venv/bin/python -m pip install -q "${TORCH_SPEC:-torch==2.13.0}"
 fi
 .venv/bin/python -m pip install -q -e ".[test]"
+# CTC beam search's decoder, so its tests run. Not an extra: pyctcdecode 0.5.0 (the latest) pins numpy<2, which
+# pip would honour by downgrading numpy below what pandas (through datasets) needs; it runs on numpy 2 as it is
+# (`pip check` reports that pin, and its hypothesis requirement, which only its own tests use).
+.venv/bin/python -m pip install -q --no-deps "pyctcdecode==0.5.0" "pygtrie>=2.1"
+# KenLM's reader for beam search with an n-gram LM: a C++ build (~1 min, needs g++); its tests skip without it.
+.venv/bin/python -c "import kenlm" >/dev/null 2>&1 || .venv/bin/python -m pip install -q kenlm \
+  || echo "WARNING: kenlm did not build: CTC beam search with an n-gram LM is unavailable and its test skips" >&2
 .venv/bin/python -c "import speechtl, torch; print(f'speechtl {speechtl.__version__} ready (torch {torch.__version__})')"
