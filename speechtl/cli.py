@@ -41,7 +41,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     opts = DecodeOptions(batch_size=args.batch_size, num_beams=args.beams, normalizer=args.normalizer,
                          backend=args.backend, compute_type=args.compute_type, audio_context=args.audio_context,
                          audio_context_margin=args.audio_context_margin, gate=args.gate,
-                         merge_lora=not args.no_merge)
+                         merge_lora=not args.no_merge, lm=args.lm, lm_alpha=args.lm_alpha, lm_beta=args.lm_beta)
     load = functools.cache(lambda: load_for_eval(args.model, opts, device=args.device))  # once, and only if needed
     for manifest, out, utts in sets:
         with logging_to(out / "eval.log"):
@@ -284,6 +284,13 @@ def build_parser() -> argparse.ArgumentParser:
                    help="output dir: hyp.jsonl, scores.json, per_utt, wer, eval.log")
     e.add_argument("--batch-size", type=int, default=16)
     e.add_argument("--beams", type=int, default=1, help="beam size (1: greedy)")
+    e.add_argument("--lm", default="", metavar="ARPA_OR_BIN",
+                   help="CTC models: a KenLM n-gram model scored into the beam search (needs --beams > 1, "
+                   "pyctcdecode and kenlm)")
+    e.add_argument("--lm-alpha", type=float, default=None, help="CTC beam search: the LM's weight "
+                   "(default: pyctcdecode's)")
+    e.add_argument("--lm-beta", type=float, default=None, help="CTC beam search: the bonus for each word "
+                   "(default: pyctcdecode's)")
     e.add_argument("--normalizer", default="whisper", choices=["whisper", "none"])
     e.add_argument("--max-duration", type=float, default=None, help="drop (and log) longer utterances")
     e.add_argument("--device", default=None, help="cpu, cuda, cuda:1 … (default: cuda if available)")

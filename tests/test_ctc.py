@@ -5,14 +5,16 @@ import logging
 
 import numpy as np
 import pytest
+import soundfile as sf
 import torch
-from helpers import SENTENCES, TINY_CTC, build_tiny_ctc, spoken
+from helpers import SENTENCES, TINY_CTC, build_tiny_ctc, spoken, toy_corpus
 
 from speechtl.adapt.config import TrainConfig
 from speechtl.adapt.methods import apply_method
 from speechtl.adapt.trainer import train
+from speechtl.cli import main
 from speechtl.data.manifest import read_manifest
-from speechtl.evaluate.decode import DecodeOptions, transcribe_utterances
+from speechtl.evaluate.decode import DecodeOptions, run_key, transcribe_utterances
 from speechtl.evaluate.evaldir import score_hypotheses
 from speechtl.features.audio import load_audio
 from speechtl.models import FAMILIES, load_model
@@ -265,6 +267,52 @@ def test_beam_search_with_a_kenlm_model(overfit, tmp_path):
     assert heavy[0] == PAIR[0] and heavy[1] != PAIR[1]
     with pytest.raises(FileNotFoundError, match="no such KenLM model"):
         model.transcribe(batch, num_beams=8, lm=tmp_path / "absent.arpa")
+
+
+def test_eval_fuses_a_kenlm_model_from_the_command_line(overfit, tiny_whisper, tmp_path, capsys):
+    """``speechtl eval --beams N --lm F``: the LM reaches the search (a heavy LM that knows one sentence changes
+    the other), the options are in scores.json and the run key (an edited LM file decodes again), and what can't
+    work is refused before any decoding: no beam, no file, a Whisper model, the CTranslate2 backend."""
+    pytest.importorskip("pyctcdecode")
+    pytest.importorskip("kenlm")
+    manifest = toy_corpus(tmp_path / "pair", n=2, texts=PAIR)
+    utts = read_manifest(manifest)
+    for u in utts:
+        sf.write(u.audio, spoken(u.text), 16000)
+    cats = tmp_path / "cats.arpa"
+    cats.write_text(bigram_arpa(PAIR[:1]))
+    model = str(overfit["dir"])
+
+    def run(out, *extra):
+        code = main(["eval", "--model", model, "--manifest", str(manifest), "--out", str(tmp_path / out),
+                     "--device", "cpu", *map(str, extra)])
+        return code, capsys.readouterr().err
+
+    def hyps(out):
+        return [json.loads(x)["hyp"] for x in (tmp_path / out / "hyp.jsonl").read_text().splitlines()]
+
+    assert run("beam", "--beams", 8)[0] == 0 and hyps("beam") == PAIR
+    assert run("lm", "--beams", 8, "--lm", cats, "--lm-alpha", 5)[0] == 0
+    assert hyps("lm")[0] == PAIR[0] and hyps("lm")[1] != PAIR[1]
+    options = json.loads((tmp_path / "lm" / "scores.json").read_text())["options"]
+    assert (options["lm"], options["lm_alpha"], options["lm_beta"]) == (str(cats), 5.0, None)
+
+    keys = {name: run_key(model, manifest, DecodeOptions(**kw), utts) for name, kw in {
+        "greedy": {}, "beam": {"num_beams": 8}, "lm": {"num_beams": 8, "lm": str(cats)},
+        "alpha": {"num_beams": 8, "lm": str(cats), "lm_alpha": 5.0}}.items()}
+    assert len(set(keys.values())) == 4
+    cats.write_text(bigram_arpa(PAIR))  # the same path, another model: not the same decode
+    assert run_key(model, manifest, DecodeOptions(num_beams=8, lm=str(cats), lm_alpha=5.0), utts) != keys["alpha"]
+
+    for extra, said in [(("--lm", cats), "give --beams > 1"),
+                        (("--beams", 8, "--lm", tmp_path / "absent.arpa"), "no such KenLM model file"),
+                        (("--beams", 8, "--lm", cats, "--backend", "ctranslate2"), "CTranslate2 runs Whisper")]:
+        code, err = run("refused", *extra)
+        assert code == 2 and said in err
+    code = main(["eval", "--model", str(tiny_whisper), "--manifest", str(manifest), "--out", str(tmp_path / "w"),
+                 "--beams", "2", "--lm-alpha", "1"])
+    assert code == 2 and "seq2seq model, whose decoder is its own language model" in capsys.readouterr().err
+    assert not (tmp_path / "refused" / "scores.json").exists() and not (tmp_path / "w" / "scores.json").exists()
 
 
 def test_beam_search_without_pyctcdecode_or_kenlm_says_what_to_install(tiny_ctc, tmp_path, monkeypatch):

@@ -55,6 +55,28 @@ class DecodeOptions:
     gate: str = ""
     #: A LoRA adapter (with no gate) folded into the weights for decoding (``speechtl eval --no-merge``: off).
     merge_lora: bool = True
+    #: CTC models' beam search (``num_beams > 1``): a KenLM n-gram model (``.arpa`` or KenLM's binary) scored into
+    #: the beam; empty: none. ``lm_alpha`` weighs it, ``lm_beta`` rewards each word (None: pyctcdecode's defaults).
+    lm: str = ""
+    lm_alpha: float | None = None
+    lm_beta: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.lm and self.num_beams <= 1:
+            raise UsageError(f"--lm {self.lm}: an n-gram LM scores beam search's hypotheses: give --beams > 1 "
+                             "(e.g. 32)")
+        if self.lm and not Path(self.lm).is_file():
+            raise UsageError(f"--lm {self.lm}: no such KenLM model file (.arpa or KenLM's binary)")
+
+    @property
+    def uses_lm(self) -> bool:
+        return bool(self.lm) or self.lm_alpha is not None or self.lm_beta is not None
+
+    def decoding(self) -> dict:
+        """The keyword arguments of each batch's ``transcribe``: the beam, and the LM's only when one is set, so
+        a family without LM fusion (Whisper) is never handed them."""
+        lm = {"lm": self.lm or None, "lm_alpha": self.lm_alpha, "lm_beta": self.lm_beta} if self.uses_lm else {}
+        return {"num_beams": self.num_beams, **lm}
 
 
 def load_for_eval(source: str, opts: DecodeOptions, device: str | None = None):
@@ -73,6 +95,9 @@ def load_for_eval(source: str, opts: DecodeOptions, device: str | None = None):
 
         dtype = torch_dtype(opts.compute_type)  # a bad one is refused before the model is loaded
         model = with_gate(with_audio_context(load_model(source, device=device), opts), opts.gate)
+        if opts.uses_lm and model.family != "ctc":
+            raise UsageError(f"{source}: --lm/--lm-alpha/--lm-beta fuse an n-gram LM into CTC beam search; this is "
+                             f"a {model.family} model, whose decoder is its own language model")
         model = merged_for_decoding(model) if opts.merge_lora else model
         if dtype is not None:  # after any merge, so a LoRA adapter is folded in float32
             model.module.to(dtype)
@@ -80,6 +105,9 @@ def load_for_eval(source: str, opts: DecodeOptions, device: str | None = None):
         return model
     if opts.backend != "ctranslate2":
         raise UsageError(f"backend {opts.backend!r} unknown; choose one of {', '.join(BACKENDS)}")
+    if opts.uses_lm:
+        raise UsageError("--lm: CTranslate2 runs Whisper, which has no n-gram LM fusion; a CTC model with an LM "
+                         "decodes with --backend transformers")
     if not opts.merge_lora:
         raise UsageError("--no-merge: CTranslate2 runs plain weights, a LoRA adapter merged into them; decode "
                          "through PEFT's layers with --backend transformers")
@@ -237,13 +265,13 @@ def transcribe_utterances(model: SpeechModel, utts: Sequence[Utterance], opts: D
                 audios = [load_utterance(u, model.sampling_rate) for u in batch_utts]
                 langs = [u.lang for u in batch_utts]
                 if gate is not None:
-                    routed = route(model, audios, gate, langs, num_beams=opts.num_beams)
+                    routed = route(model, audios, gate, langs, **opts.decoding())
                     hyps = routed.texts
                     for u, a, c in zip(batch_utts, routed.to_adapter, routed.confidence, strict=True):
                         extra[u.id] = {"gate": "adapter" if a else "base",
                                        "confidence": c if math.isfinite(c) else None}  # None: did not end
                 else:
-                    hyps = model.transcribe(model.collate(audios, langs=langs), num_beams=opts.num_beams)
+                    hyps = model.transcribe(model.collate(audios, langs=langs), **opts.decoding())
                 for u, h in zip(batch_utts, hyps, strict=True):
                     done[u.id] = h
                     if sink:
@@ -284,6 +312,12 @@ def run_key(model_source: str, manifest: Path, opts: DecodeOptions, utts: Sequen
         del options["gate"]
     if opts.backend != "transformers" or not merges_lora(model_source, opts.gate):  # it changes nothing else
         del options["merge_lora"]
+    for name in ("lm", "lm_alpha", "lm_beta"):  # likewise; an LM file is known by its stamps, as a model's weights
+        if options[name] in ("", None):
+            del options[name]
+    if opts.lm:
+        lm = Path(opts.lm)
+        options["lm"] = [str(lm.resolve()), lm.stat().st_size, lm.stat().st_mtime_ns]
     blob = json.dumps({"model": model_fingerprint(model_source), "manifest": str(manifest.resolve()),
                        "manifest_sha": hashlib.sha256(manifest.read_bytes()).hexdigest(),
                        "ids": hashlib.sha256("\n".join(u.id for u in utts).encode()).hexdigest(), **options},
