@@ -25,7 +25,8 @@ def test_recipe_end_to_end_then_stages_rerun_as_noops(tiny_whisper, espeak, tmp_
     root, results = tmp_path / "exp", tmp_path / "RESULTS.md"
     common = ["--model", tiny_whisper, "--exp-root", root, "--methods", f"{DATA / 'tiny_train.yaml'} lora",
               "--results-md", results, "--eval-batch-size", 4, "--general-manifest", "",
-              "--train-args", "--set max_steps=4 --set eval_every=2 --set batch_size=4 --set warmup_steps=0"]
+              "--train-args", "--set max_steps=4 --set eval_every=2 --set batch_size=4 --set warmup_steps=0",
+              "--eval-args", "--beams 2"]
     res = run_recipe(*common)
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
     exp = root / "tiny_train"
@@ -34,6 +35,8 @@ def test_recipe_end_to_end_then_stages_rerun_as_noops(tiny_whisper, espeak, tmp_
         for m in ("tiny_train", "lora"):
             assert (root / m / "eval" / "after" / s / "scores.json").is_file()
     assert not (exp / "eval" / "before").exists() and (exp / "train" / "summary.json").is_file()
+    for ev in (root / "before", root / "lora" / "eval" / "after"):  # --eval-args: before and after alike
+        assert json.loads((ev / "test_us" / "scores.json").read_text())["options"]["num_beams"] == 2
     assert (root / "lora" / "train" / "model" / "adapter_model.safetensors").is_file()
     # RESULTS.md: the methods side by side, with trainable parameters, and a link to each one's report
     text = results.read_text()

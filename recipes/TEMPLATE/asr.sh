@@ -30,9 +30,10 @@ device=""               # cpu, cuda, …; empty: cuda if available
 results_md=""           # where the recipe's RESULTS.md goes (a copy of EXP/RESULTS.md)
 title="Results"
 train_args=""           # extra arguments for speechtl train (e.g. "--set max_steps=10")
+eval_args=""            # extra arguments for speechtl eval, before and after alike (e.g. "--beams 32 --lm lm.arpa")
 
 usage() { sed -n '2,16p' "$0"; echo "options: --stage --stop-stage --model --exp --data --before --train-config"\
-  "--test-sets --general-manifest --eval-batch-size --device --results-md --train-args"; }
+  "--test-sets --general-manifest --eval-batch-size --device --results-md --train-args --eval-args"; }
 
 # Kaldi's parse_options.sh, inlined: --some-option value sets $some_option if it exists.
 while [ $# -gt 0 ]; do
@@ -83,9 +84,9 @@ run_stage() {  # run_stage N description command...: time it, and log it to EXP/
 }
 
 evaluate_all() {  # evaluate_all MODEL OUT_DIR: every set, with one load of the model
-  local args=()
+  local args=() extra=($eval_args)
   for s in "${sets[@]}"; do args+=(--manifest "$(manifest_of "$s")" --out "$2/$s"); done
-  speechtl eval --model "$1" "${args[@]}" --batch-size "$eval_batch_size" "${device_args[@]}"
+  speechtl eval --model "$1" "${args[@]}" --batch-size "$eval_batch_size" "${device_args[@]}" "${extra[@]}"
 }
 
 report() {  # RESULTS.md (speaker-bootstrap CIs, forgetting score, error analysis, plots/), results.json, scoring/

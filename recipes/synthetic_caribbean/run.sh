@@ -6,7 +6,7 @@
 #   ./run.sh --methods path/to/mine.yaml      any training config, named after its file
 #   ./run.sh --stage 3 --stop-stage 4         a range of ../TEMPLATE/asr.sh's stages, for each method
 #   ./run.sh --exp-root exp/other --general-manifest ""
-# Other options go to ../TEMPLATE/asr.sh (--model, --eval-batch-size, --device, --train-args …).
+# Other options go to ../TEMPLATE/asr.sh (--model, --eval-batch-size, --device, --train-args, --eval-args …).
 # Methods share one data dir and one evaluation of the base model; each gets EXP_ROOT/<method>/ and a
 # detailed report in results/<method>/RESULTS.md; RESULTS.md puts them side by side (../TEMPLATE/methods.sh).
 set -euo pipefail
