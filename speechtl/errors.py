@@ -27,6 +27,11 @@ class UsageError(SpeechtlError):
     """An option or argument (on the command line, or of a call) that can't be used; the message names it."""
 
 
+class MissingPackageError(SpeechtlError, ImportError):
+    """An optional package a feature needs is not installed; the message says what to pip-install. An
+    ``ImportError`` too, for code that tries a feature and falls back when its package is absent."""
+
+
 class ResultsError(SpeechtlError):
     """Evaluation or experiment dirs that can't be read or compared (missing, damaged, or mismatched);
     the message names the dir and what to re-run."""

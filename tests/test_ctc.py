@@ -14,6 +14,7 @@ from speechtl.adapt.methods import apply_method
 from speechtl.adapt.trainer import train
 from speechtl.cli import main
 from speechtl.data.manifest import read_manifest
+from speechtl.errors import MissingPackageError
 from speechtl.evaluate.decode import DecodeOptions, run_key, transcribe_utterances
 from speechtl.evaluate.evaldir import score_hypotheses
 from speechtl.features.audio import load_audio
@@ -315,15 +316,21 @@ def test_eval_fuses_a_kenlm_model_from_the_command_line(overfit, tiny_whisper, t
     assert not (tmp_path / "refused" / "scores.json").exists() and not (tmp_path / "w" / "scores.json").exists()
 
 
-def test_beam_search_without_pyctcdecode_or_kenlm_says_what_to_install(tiny_ctc, tmp_path, monkeypatch):
+def test_beam_search_without_pyctcdecode_or_kenlm_says_what_to_install(tiny_ctc, toy_manifest, tmp_path, monkeypatch,
+                                                                        capsys):
+    """An ImportError that is the user's to fix: `speechtl eval` prints it and exits 2, not as an internal error."""
     import importlib.util
 
     real = importlib.util.find_spec
     model = load_model(str(tiny_ctc))
     batch = model.collate([spoken("a")])
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "pyctcdecode" else real(name, *a))
-    with pytest.raises(ImportError, match="pip install --no-deps pyctcdecode pygtrie"):
+    with pytest.raises(MissingPackageError, match="pip install --no-deps pyctcdecode pygtrie"):
         model.transcribe(batch, num_beams=4)
+    assert main(["eval", "--model", str(tiny_ctc), "--manifest", str(toy_manifest), "--out", str(tmp_path / "ev"),
+                 "--beams", "4", "--device", "cpu"]) == 2
+    err = capsys.readouterr().err
+    assert "pip install --no-deps pyctcdecode" in err and "internal error" not in err
     faked = {"pyctcdecode": real("json"), "kenlm": None}  # pyctcdecode "installed", kenlm not
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: faked[name] if name in faked else real(name, *a))
     with pytest.raises(ImportError, match="pip install kenlm"):

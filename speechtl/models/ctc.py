@@ -44,6 +44,7 @@ import torch
 from torch import nn
 
 from speechtl.data.text import APOSTROPHES
+from speechtl.errors import MissingPackageError
 from speechtl.models.base import SPEC_AUGMENT, ModelLoadError, SpeechModel, flag, probability
 
 LOG = logging.getLogger("speechtl.models.ctc")
@@ -375,13 +376,13 @@ class CTCASR(SpeechModel):
         if key in self._beam_decoders:
             return self._beam_decoders[key]
         if importlib.util.find_spec("pyctcdecode") is None:
-            raise ImportError("beam search for CTC models needs pyctcdecode (and kenlm for an n-gram LM): "
+            raise MissingPackageError("beam search for CTC models needs pyctcdecode (and kenlm for an n-gram LM): "
                               "pip install --no-deps pyctcdecode pygtrie && pip install kenlm (pyctcdecode 0.5 pins "
                               "numpy<2 but runs on numpy 2; without --no-deps pip downgrades numpy under pandas) "
                               "— or decode greedily with num_beams=1")
         if lm is not None:
             if importlib.util.find_spec("kenlm") is None:
-                raise ImportError(f"lm={lm}: reading a KenLM model needs the kenlm package: pip install kenlm")
+                raise MissingPackageError(f"lm={lm}: reading a KenLM model needs the kenlm package: pip install kenlm")
             if not Path(lm).is_file():
                 raise FileNotFoundError(f"lm={lm}: no such KenLM model file (.arpa or .bin)")
         from pyctcdecode import build_ctcdecoder
