@@ -377,9 +377,9 @@ class CTCASR(SpeechModel):
             return self._beam_decoders[key]
         if importlib.util.find_spec("pyctcdecode") is None:
             raise MissingPackageError("beam search for CTC models needs pyctcdecode (and kenlm for an n-gram LM): "
-                              "pip install --no-deps pyctcdecode pygtrie && pip install kenlm (pyctcdecode 0.5 pins "
-                              "numpy<2 but runs on numpy 2; without --no-deps pip downgrades numpy under pandas) "
-                              "— or decode greedily with num_beams=1")
+                                      "pip install --no-deps pyctcdecode pygtrie && pip install kenlm (pyctcdecode "
+                                      "0.5 pins numpy<2 but runs on numpy 2; without --no-deps pip downgrades numpy "
+                                      "under pandas) — or decode greedily with num_beams=1")
         if lm is not None:
             if importlib.util.find_spec("kenlm") is None:
                 raise MissingPackageError(f"lm={lm}: reading a KenLM model needs the kenlm package: pip install kenlm")
